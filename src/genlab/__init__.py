@@ -1,0 +1,1 @@
+"""genlab: deep generative models of 32x32 images."""

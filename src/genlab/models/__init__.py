@@ -1,0 +1,1 @@
+"""One LightningModule per generative family, all on the GenerativeModule contract."""

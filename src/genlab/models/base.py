@@ -1,0 +1,96 @@
+"""The contract every family honours; the callbacks and evaluate.py rely on it.
+
+- Images cross every boundary as float tensors in [-1, 1], shape (B, C, H, W); batches are
+  (images, labels) with label -1 for unlabelled images.
+- `sample(n, labels=None, generator=None)` returns n images (EMA weights where a family has
+  them). All noise is drawn from `generator` when given, so a fixed generator gives fixed
+  samples.
+- Likelihood families (`has_likelihood = True`) log a per-image NLL as `<stage>/nll_nats` and
+  `<stage>/bpd` through `log_nll`, on the 8-bit scale of `genlab.metrics.bpd`.
+- Optional capabilities are plain methods where the family supports them: `reconstruct`,
+  `encode`/`decode`, `interpolate`, `latent_traversal`, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import lightning as L
+import torch
+
+from genlab.errors import GenlabError
+from genlab.metrics.bpd import bits_per_dim
+
+
+class GenerativeModule(L.LightningModule):
+    has_likelihood: ClassVar[bool] = False
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
+                 conditional: bool = False,
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 scheduler: Callable[..., object] | None = None,
+                 monitor: str = "val/loss", monitor_mode: str = "min"):
+        super().__init__()
+        if conditional and not num_classes:
+            raise GenlabError("model.conditional=true needs a labelled dataset (num_classes > 0); "
+                              "this data has no classes. Use a labelled dataset, class "
+                              "sub-folders for data=image_folder, or model.conditional=false.")
+        self.image_shape = tuple(image_shape)
+        self.num_classes, self.conditional = num_classes, conditional
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+
+    @property
+    def num_dims(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
+
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grid_labels(self, n: int) -> torch.Tensor | None:
+        """Labels for a sample grid: every class in turn for conditional models."""
+        if not self.conditional:
+            return None
+        return torch.arange(n, device=self.device) % self.num_classes
+
+    def condition(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The labels a conditional model uses; None for unconditional ones."""
+        if not self.conditional:
+            return None
+        if labels is None or (labels < 0).any():
+            raise GenlabError("This model is class-conditional: pass labels in 0.."
+                              f"{self.num_classes - 1}.")
+        return labels
+
+    def log_nll(self, stage: str, nll_nats: torch.Tensor) -> None:
+        """Log the mean per-image NLL in nats and in bits/dim."""
+        nll = nll_nats.mean()
+        self.log(f"{stage}/nll_nats", nll, sync_dist=True)
+        self.log(f"{stage}/bpd", bits_per_dim(nll, self.num_dims), sync_dist=True,
+                 prog_bar=stage == "val")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            raise GenlabError(f"The training loss became {loss.item()} at step "
+                              f"{self.global_step} (epoch {self.current_epoch}, batch "
+                              f"{batch_idx}). Lower the learning rate, clip gradients "
+                              "(trainer.gradient_clip_val=1.0) or use precision=32.")
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise GenlabError("model.optimizer is not set.")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def compile_networks(self) -> None:
+        """torch.compile every direct sub-network in place (state-dict keys are unchanged, so
+        checkpoints move freely between compiled and eager runs)."""
+        for module in self.children():
+            module.compile()

@@ -1,0 +1,1 @@
+"""Plain nn.Modules that the model families are built from."""

@@ -1,0 +1,188 @@
+"""What train.py and evaluate.py do, given their composed configs."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from genlab.config import register_resolvers
+from genlab.errors import GenlabError
+from genlab.images import make_grid, save_png
+
+log = logging.getLogger(__name__)
+CONFIG_KEY = "genlab_config"  # where checkpoints keep the resolved run config
+register_resolvers()
+
+
+def report_user_errors(task: Callable) -> Callable:
+    """Print a GenlabError as one paragraph and exit 1, without a traceback."""
+    @functools.wraps(task)
+    def wrapper(*args, **kwargs):
+        try:
+            return task(*args, **kwargs)
+        except GenlabError as err:
+            print(f"\ngenlab: {err}", file=sys.stderr)
+            sys.exit(1)
+    return wrapper
+
+
+class StoreConfig(L.Callback):
+    """Keep the resolved run config in every checkpoint, so evaluate.py can rebuild the run."""
+
+    def __init__(self, cfg: DictConfig):
+        self.config = OmegaConf.to_container(cfg, resolve=True)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+def _hydra_choice(group: str) -> str | None:
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """Instantiate cfg.logger, filling the W&B run name, group and tags when left null."""
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if name == "wandb":
+            with open_dict(logger_cfg):
+                hydra = HydraConfig.get() if HydraConfig.initialized() else None
+                if logger_cfg.get("name") is None:
+                    logger_cfg.name = (hydra and hydra.job.override_dirname) or cfg.task_name
+                if logger_cfg.get("group") is None and hydra and hydra.mode == RunMode.MULTIRUN:
+                    logger_cfg.group = Path(hydra.sweep.dir).name
+                if logger_cfg.get("tags") is None:
+                    logger_cfg.tags = [t for t in (_hydra_choice("model"),
+                                                   cfg.get("data", {}).get("name")) if t]
+        loggers.append(instantiate(logger_cfg))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+def _close_wandb(failed: bool) -> None:
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+
+
+def _fill_num_classes(cfg: DictConfig, datamodule) -> None:
+    if cfg.data.get("num_classes") is None:
+        with open_dict(cfg):
+            cfg.data.num_classes = datamodule.num_classes
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit the model, test the best checkpoint, and return the monitored metric (for sweeps)."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    _fill_num_classes(cfg, datamodule)
+    model = instantiate(cfg.model, _convert_="all")
+    if model.conditional and not datamodule.labelled:
+        raise GenlabError(f"model.conditional=true, but data={cfg.data.name} is unlabelled. Use "
+                          "labelled data or model.conditional=false.")
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        model.compile_networks()
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(StoreConfig(cfg))
+    failed = True
+    try:
+        loggers = build_loggers(cfg)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        checkpoint = trainer.checkpoint_callback
+        score = checkpoint.best_model_score if checkpoint is not None else None
+        if score is None:
+            score = trainer.callback_metrics.get(model.monitor)
+        if cfg.get("test") and not trainer.interrupted:
+            best = checkpoint.best_model_path if checkpoint is not None else ""
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        failed = trainer.interrupted
+        return None if score is None else float(score)
+    finally:
+        _close_wandb(failed)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise GenlabError(f"ckpt_path={path} does not exist. Give the path of a checkpoint "
+                          "written by train.py, e.g. outputs/runs/<run>/checkpoints/last.ckpt.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise GenlabError(f"{path} cannot be read as a checkpoint ({type(err).__name__}: {err}). "
+                          "It is corrupt or truncated; use another one, such as last.ckpt or "
+                          "best-*.ckpt from the same run.") from None
+    if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint:
+        raise GenlabError(f"{path} is not a genlab checkpoint (it holds no run config); "
+                          "evaluate.py needs a checkpoint written by train.py.")
+    return checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float | str]:
+    """Rebuild model and data from the checkpoint's config, run the test metrics on
+    `cfg.split`, write metrics.json to the run directory and log to the loggers."""
+    if cfg.split not in ("test", "val"):
+        raise GenlabError(f"split={cfg.split} is not valid; choose test or val.")
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    stored = OmegaConf.create(checkpoint[CONFIG_KEY])
+    stored.data.root, stored.data.cache_dir = cfg.paths.data_dir, cfg.paths.cache_dir
+    data_cfg = OmegaConf.merge(stored.data, cfg.get("data") or {})
+    model_cfg = OmegaConf.merge(stored.model, cfg.get("model") or {})
+    with open_dict(cfg):
+        cfg.data, cfg.model = data_cfg, model_cfg
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(data_cfg, _convert_="all")
+    model = instantiate(model_cfg, _convert_="all")
+
+    failed = True
+    try:
+        loggers = build_loggers(cfg)
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[],
+                              enable_checkpointing=False)
+        run = trainer.test if cfg.split == "test" else trainer.validate
+        results = run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics: dict[str, float | str] = {k: float(v) for k, v in results[0].items()}
+        metrics.update(ckpt_path=str(Path(cfg.ckpt_path).resolve()), split=cfg.split)
+        output_dir = Path(cfg.paths.output_dir)
+        if cfg.get("sample_grid"):
+            generator = torch.Generator(device=model.device).manual_seed(cfg.seed)
+            n = cfg.sample_grid
+            images = model.eval().sample(n, labels=model.grid_labels(n), generator=generator)
+            save_png(make_grid(images), output_dir / "samples.png")
+        _write_json(metrics, output_dir / "metrics.json")
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(metrics)
+        log.info("metrics: %s", metrics)
+        failed = False
+        return metrics
+    finally:
+        _close_wandb(failed)
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
