@@ -165,11 +165,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
         metrics: dict[str, float | str] = {k: float(v) for k, v in results[0].items()}
         metrics.update(ckpt_path=str(Path(cfg.ckpt_path).resolve()), split=cfg.split)
         output_dir = Path(cfg.paths.output_dir)
-        if cfg.get("sample_grid"):
-            generator = torch.Generator(device=model.device).manual_seed(cfg.seed)
-            n = cfg.sample_grid
-            images = model.eval().sample(n, labels=model.grid_labels(n), generator=generator)
-            save_png(make_grid(images), output_dir / "samples.png")
+        _save_demos(cfg, model.eval(), datamodule, output_dir)
         _write_json(metrics, output_dir / "metrics.json")
         for logger in loggers:
             if isinstance(logger, WandbLogger):
@@ -179,6 +175,29 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
         return metrics
     finally:
         _close_wandb(failed)
+
+
+@torch.no_grad()
+def _save_demos(cfg: DictConfig, model, datamodule, output_dir: Path) -> None:
+    """samples.png and one <task>.png per requested task (cfg.tasks), from fixed noise."""
+    def generator() -> torch.Generator:
+        return torch.Generator(device=model.device).manual_seed(cfg.seed)
+
+    if n := cfg.get("sample_grid"):
+        images = model.sample(n, labels=model.grid_labels(n), generator=generator())
+        save_png(make_grid(images), output_dir / "samples.png")
+    tasks = list(cfg.get("tasks") or [])
+    if unknown := set(tasks) - set(model.tasks()):
+        raise GenlabError(f"tasks={sorted(unknown)} are not offered by this model; it offers: "
+                          f"{', '.join(model.tasks()) or 'none'}.")
+    if not tasks:
+        return
+    images, labels = datamodule.splits[cfg.split]
+    x = datamodule.to_model_input(images[:16].to(model.device), train=False)
+    labels = labels[:16].to(model.device) if model.conditional else None
+    for task in tasks:
+        shown = getattr(model, f"demo_{task}")(x, labels, generator())
+        save_png(make_grid(shown, nrow=8), output_dir / f"{task}.png")
 
 
 def _write_json(obj: dict, path: Path) -> None:

@@ -8,7 +8,10 @@
 - Likelihood families (`has_likelihood = True`) log a per-image NLL as `<stage>/nll_nats` and
   `<stage>/bpd` through `log_nll`, on the 8-bit scale of `genlab.metrics.bpd`.
 - Optional capabilities are plain methods where the family supports them: `reconstruct`,
-  `encode`/`decode`, `interpolate`, `latent_traversal`, ...
+  `encode`/`decode`, `interpolate`, `latent_traversal`, `inpaint`, `denoise`, ...
+- Each capability that evaluate.py can show is a method `demo_<task>(x, labels, generator)`
+  that takes a batch of real images in [-1, 1] and returns images for a grid; `tasks()` lists
+  them, and `python evaluate.py tasks=[<task>,...]` writes `<task>.png` for each.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class GenerativeModule(L.LightningModule):
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def tasks(self) -> list[str]:
+        """The names of the demo_<task> methods this model offers."""
+        return sorted(name[5:] for name in dir(type(self)) if name.startswith("demo_"))
 
     def grid_labels(self, n: int) -> torch.Tensor | None:
         """Labels for a sample grid: every class in turn for conditional models."""

@@ -221,3 +221,18 @@ class VAE(GenerativeModule):
             z[d, :, d] = values
         row_labels = None if labels is None else labels.view(1).expand(dims * steps)
         return self.mean_image(self.decode(z.view(dims * steps, -1), row_labels))
+
+    # -- demos for evaluate.py tasks=[...] -------------------------------------------------
+    def demo_reconstruct(self, x, labels=None, generator=None) -> torch.Tensor:
+        """Each image followed by its reconstruction."""
+        return torch.stack([x, self.reconstruct(x, labels)], dim=1).flatten(0, 1)
+
+    def demo_interpolate(self, x, labels=None, generator=None, steps: int = 8) -> torch.Tensor:
+        """Rows of `steps` images between consecutive pairs of images."""
+        rows = [self.interpolate(x[i], x[i + 1], steps, None if labels is None else labels[i])
+                for i in range(0, min(len(x), 16) - 1, 2)]
+        return torch.cat(rows)
+
+    def demo_traversal(self, x, labels=None, generator=None) -> torch.Tensor:
+        """One row per latent dimension, varied around the first image's posterior mean."""
+        return self.latent_traversal(x[0], labels=None if labels is None else labels[0])
