@@ -13,8 +13,10 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -73,6 +75,16 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return loggers
 
 
+def build(node: DictConfig, **kwargs):
+    """hydra.utils.instantiate, letting a GenlabError raised by the target through unwrapped."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, GenlabError):
+            raise err.__cause__ from None
+        raise
+
+
 def _close_wandb(failed: bool) -> None:
     if "wandb" in sys.modules:
         import wandb
@@ -90,13 +102,15 @@ def _fill_num_classes(cfg: DictConfig, datamodule) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Fit the model, test the best checkpoint, and return the monitored metric (for sweeps)."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = build(cfg.data)
     datamodule.prepare_data()
     _fill_num_classes(cfg, datamodule)
-    model = instantiate(cfg.model, _convert_="all")
-    if model.conditional and not datamodule.labelled:
-        raise GenlabError(f"model.conditional=true, but data={cfg.data.name} is unlabelled. Use "
-                          "labelled data or model.conditional=false.")
+    if cfg.model.get("conditional") and not datamodule.labelled:
+        raise GenlabError(f"model.conditional=true, but data={cfg.data.name} is unlabelled: a "
+                          "class-conditional model needs a label for every image. Use labelled "
+                          "data (class sub-folders for data=image_folder) or "
+                          "model.conditional=false.")
+    model = build(cfg.model)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -107,6 +121,8 @@ def train(cfg: DictConfig) -> float | None:
     failed = True
     try:
         loggers = build_loggers(cfg)
+        if not loggers:  # logger=none: there is nowhere to log learning rates to
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         checkpoint = trainer.checkpoint_callback
@@ -152,8 +168,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
     with open_dict(cfg):
         cfg.data, cfg.model = data_cfg, model_cfg
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(data_cfg, _convert_="all")
-    model = instantiate(model_cfg, _convert_="all")
+    datamodule = build(data_cfg)
+    model = build(model_cfg)
 
     failed = True
     try:

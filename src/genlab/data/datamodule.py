@@ -44,9 +44,11 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = len(self.images)
-        per_rank = n // self.world_size if self.drop_last else math.ceil(
-            max(n - self.rank, 0) / self.world_size)
-        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+        used = n - n % self.world_size if self.drop_last else n
+        per_rank = len(range(self.rank, used, self.world_size))
+        if self.drop_last:
+            return per_rank // self.batch_size
+        return math.ceil(per_rank / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = self._indices()

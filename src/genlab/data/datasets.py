@@ -1,8 +1,8 @@
 """The dataset registry: every name `data.name` accepts, and cached loading.
 
 Each dataset is decoded once from its canonical files and cached as a uint8 tensor file under
-the cache directory, keyed by the dataset, its options and (for your own images) a fingerprint
-of the files, so later runs start in a second.
+the cache directory, keyed by the dataset, the folder it was read from, its options and (for your
+own images) a fingerprint of the files, so later runs start in a second.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ def load_dataset(name: str, root: str | Path, cache_dir: str | Path, *, image_si
         raise GenlabError(f"{name} images are {spec.channels}x32x32; data.image_size={image_size} "
                           f"and data.channels={channels} are not available for it.")
     if spec.fingerprint is not None:
-        options = {**options, "fingerprint": spec.fingerprint(Path(os.path.expanduser(options["path"])))}
-    key = json.dumps([CACHE_VERSION, name, image_size, channels, sorted(options.items())])
+        files = Path(os.path.expanduser(options["path"]))
+        options = {**options, "fingerprint": spec.fingerprint(files)}
+    source = str(Path(root).resolve()) if spec.reads_files else None
+    key = json.dumps([CACHE_VERSION, name, source, image_size, channels, sorted(options.items())])
     cache = Path(cache_dir) / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
     if cache.exists():
         stored = torch.load(cache, weights_only=True)

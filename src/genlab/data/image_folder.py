@@ -79,7 +79,8 @@ def _split_arrays(name: str, files: dict[PurePosixPath, Callable[[], bytes]], cl
         try:
             images.append(decode_image(files[rel](), image_size, channels))
         except OSError as err:
-            raise GenlabError(f"Cannot decode {rel} in data.path ({err}); remove or fix it.") from None
+            raise GenlabError(f"Cannot decode {rel} in data.path ({err}); remove or fix it."
+                              ) from None
         labels.append(classes.index(rel.parts[0]) if classes else UNLABELLED)
     return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long)
 
@@ -100,7 +101,8 @@ def read_image_folder(root: Path, path: str, image_size: int = 32, channels: int
         log.warning("image_folder: skipped %d files that are not images in %s", skipped, source)
     files = _strip_common_folder(files)
     if not files:
-        raise GenlabError(f"data.path={source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise GenlabError(f"data.path={source} holds no images ({kinds}).")
 
     tops = {p.parts[0] for p in files if len(p.parts) > 1}
     if {"train", "test"} <= tops:

@@ -40,7 +40,8 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None,
 
 
 def elbo(mu: torch.Tensor, logvar: torch.Tensor,
-         log_likelihood: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+         log_likelihood: Callable[[torch.Tensor], torch.Tensor]
+         ) -> tuple[torch.Tensor, torch.Tensor]:
     """One-sample reconstruction term log p(x|z) and the analytic KL, per image."""
     return log_likelihood(reparameterize(mu, logvar)), gaussian_kl_standard(mu, logvar)
 
@@ -81,7 +82,8 @@ class VAE(GenerativeModule):
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         c, size, _ = self.image_shape
         self.latent_dim, self.likelihood, self.beta = latent_dim, likelihood, beta
-        self.test_importance_samples, self.importance_batch = test_importance_samples, importance_batch
+        self.test_importance_samples = test_importance_samples
+        self.importance_batch = importance_batch
         cond = num_classes if conditional else 0
         self.encoder = ConvEncoder(c, size, tuple(channels))
         self.posterior = nn.Linear(self.encoder.out_features + cond, 2 * latent_dim)
@@ -153,7 +155,7 @@ class VAE(GenerativeModule):
     def training_step(self, batch, batch_idx):
         x, labels = batch
         self._check_binary(x)
-        rec, kl = self.negative_elbo(x, self.condition(labels) if self.conditional else None)
+        rec, kl = self.negative_elbo(x, self.condition(labels))
         loss = (rec + self.beta * kl).mean()
         self.log_dict({"train/loss": loss, "train/recon_nll": rec.mean(), "train/kl": kl.mean()},
                       prog_bar=False)
@@ -162,7 +164,7 @@ class VAE(GenerativeModule):
 
     def _evaluate(self, batch, stage: str) -> torch.Tensor:
         x, labels = batch
-        labels = self.condition(labels) if self.conditional else None
+        labels = self.condition(labels)
         rec, kl = self.negative_elbo(x, labels)
         neg_elbo = rec + kl
         self.log_dict({f"{stage}/loss": (rec + self.beta * kl).mean(),
@@ -175,7 +177,7 @@ class VAE(GenerativeModule):
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
         x, labels = batch
-        labels = self.condition(labels) if self.conditional else None
+        labels = self.condition(labels)
         mu, logvar = self.encode(x, labels)
         k = self.test_importance_samples
         chunk = max(1, self.importance_batch // len(x))

@@ -16,7 +16,8 @@ class ConvEncoder(nn.Module):
     With channels (32, 64, 128) a 32x32 image ends as 128 x 4 x 4 = 2048 features.
     """
 
-    def __init__(self, in_channels: int, image_size: int, channels: tuple[int, ...] = (32, 64, 128)):
+    def __init__(self, in_channels: int, image_size: int,
+                 channels: tuple[int, ...] = (32, 64, 128)):
         super().__init__()
         layers: list[nn.Module] = []
         previous = in_channels
