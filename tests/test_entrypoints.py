@@ -77,3 +77,13 @@ def test_bad_input_gets_a_one_paragraph_error(tmp_path):
     missing = run("train.py", "data=svhn", "data.download=false", "logger=none",
                   f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'svhn'}")
     assert_user_error(missing, str(tmp_path / "svhn"), "train_32x32.mat")
+
+
+def test_ddp_on_two_cpu_processes_shards_the_batches(tmp_path):
+    """trainer=ddp with 2 ranks: each epoch takes half the steps of a single process."""
+    run_dir = tmp_path / "ddp"
+    assert_ok(run("train.py", *QUICK, "trainer.max_epochs=1", "trainer=ddp",
+                  "trainer.accelerator=cpu", "trainer.devices=2", "logger=none", "test=false",
+                  f"hydra.run.dir={run_dir}"))
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == (1497 // 2) // 64  # digits: 1497 training images

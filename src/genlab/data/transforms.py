@@ -16,9 +16,9 @@ def to_model_range(images: torch.Tensor, dequantize: bool = False,
     """uint8 (B, C, H, W) -> float in [-1, 1]."""
     x = images.float()
     if dequantize:
-        noise = torch.rand(x.shape, device=x.device, generator=generator)
-        return (x + noise) * (2 / 256) - 1
-    return x * (2 / 255) - 1
+        x += torch.rand(x.shape, device=x.device, generator=generator)
+        return x.mul_(2 / 256).sub_(1)
+    return x.mul_(2 / 255).sub_(1)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,9 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2, as one batched op."""
     flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    flipped = images.clone()
+    flipped[flip] = images[flip].flip(-1)
+    return flipped
 
 
 def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -82,9 +82,9 @@ class GenerativeModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
-            raise GenlabError(f"The training loss became {loss.item()} at step "
-                              f"{self.global_step} (epoch {self.current_epoch}, batch "
-                              f"{batch_idx}). Lower the learning rate, clip gradients "
+            raise GenlabError(f"The training loss became {loss.item()} in batch {batch_idx} of "
+                              f"epoch {self.current_epoch} (global step {self.global_step}). "
+                              "Lower the learning rate, clip gradients "
                               "(trainer.gradient_clip_val=1.0) or use precision=32.")
 
     def configure_optimizers(self):
