@@ -74,6 +74,8 @@ def test_bad_input_gets_a_one_paragraph_error(tmp_path):
     wrong_group = run("train.py", "model=transformer")
     assert wrong_group.returncode == 1 and "Traceback" not in wrong_group.stderr
     assert "Available options in 'model'" in wrong_group.stderr
+    assert_user_error(run("train.py", "data=image_folder", f"hydra.run.dir={tmp_path / 'if'}"),
+                      "data.path must be set")
     missing = run("train.py", "data=svhn", "data.download=false", "logger=none",
                   f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'svhn'}")
     assert_user_error(missing, str(tmp_path / "svhn"), "train_32x32.mat")

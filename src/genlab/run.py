@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue
 
 from genlab.config import register_resolvers
 from genlab.errors import GenlabError
@@ -30,14 +31,19 @@ register_resolvers()
 
 
 def report_user_errors(task: Callable) -> Callable:
-    """Print a GenlabError as one paragraph and exit 1, without a traceback."""
+    """Print a GenlabError, or a required config value left unset, as one paragraph and exit 1,
+    without a traceback."""
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
         try:
             return task(*args, **kwargs)
         except GenlabError as err:
-            print(f"\ngenlab: {err}", file=sys.stderr)
-            sys.exit(1)
+            message = str(err)
+        except MissingMandatoryValue as err:
+            message = (f"{err.full_key} must be set: it is ??? in the config. Pass it on the "
+                       f"command line, e.g. {err.full_key}=...")
+        print(f"\ngenlab: {message}", file=sys.stderr)
+        sys.exit(1)
     return wrapper
 
 
