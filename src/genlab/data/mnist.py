@@ -21,26 +21,22 @@ from genlab.errors import GenlabError
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 
-MNIST_FILES = [
-    RemoteFile("train-images-idx3-ubyte.gz", _MNIST_URL + "train-images-idx3-ubyte.gz",
-               "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    RemoteFile("train-labels-idx1-ubyte.gz", _MNIST_URL + "train-labels-idx1-ubyte.gz",
-               "d53e105ee54ea40749a09fcbcd1e9432"),
-    RemoteFile("t10k-images-idx3-ubyte.gz", _MNIST_URL + "t10k-images-idx3-ubyte.gz",
-               "9fb629c4189551a2d022fa330f9573f3"),
-    RemoteFile("t10k-labels-idx1-ubyte.gz", _MNIST_URL + "t10k-labels-idx1-ubyte.gz",
-               "ec29112dd5afa0611ce80d1b7f02629c"),
-]
-FASHION_MNIST_FILES = [
-    RemoteFile("train-images-idx3-ubyte.gz", _FASHION_URL + "train-images-idx3-ubyte.gz",
-               "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-    RemoteFile("train-labels-idx1-ubyte.gz", _FASHION_URL + "train-labels-idx1-ubyte.gz",
-               "25c81989df183df01b3e8a0aad5dffbe"),
-    RemoteFile("t10k-images-idx3-ubyte.gz", _FASHION_URL + "t10k-images-idx3-ubyte.gz",
-               "bef4ecab320f06d8554ea6380940ec79"),
-    RemoteFile("t10k-labels-idx1-ubyte.gz", _FASHION_URL + "t10k-labels-idx1-ubyte.gz",
-               "bb300cfdad3c16e7a12a480ee83cd310"),
-]
+IDX_NAMES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+
+def _idx_files(base_url: str, md5s: list[str]) -> list[RemoteFile]:
+    return [RemoteFile(name, base_url + name, md5) for name, md5 in zip(IDX_NAMES, md5s)]
+
+
+MNIST_FILES = _idx_files(_MNIST_URL, ["f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                                      "d53e105ee54ea40749a09fcbcd1e9432",
+                                      "9fb629c4189551a2d022fa330f9573f3",
+                                      "ec29112dd5afa0611ce80d1b7f02629c"])
+FASHION_MNIST_FILES = _idx_files(_FASHION_URL, ["8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                                                "25c81989df183df01b3e8a0aad5dffbe",
+                                                "bef4ecab320f06d8554ea6380940ec79",
+                                                "bb300cfdad3c16e7a12a480ee83cd310"])
 FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle boot"]
 
