@@ -80,7 +80,7 @@ class GenerativeModule(L.LightningModule):
                  prog_bar=stage == "val")
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
             raise GenlabError(f"The training loss became {loss.item()} in batch {batch_idx} of "
                               f"epoch {self.current_epoch} (global step {self.global_step}). "
