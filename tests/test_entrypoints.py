@@ -7,9 +7,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO
+
+from genlab.metrics.inception import WEIGHTS_ENV
+
+SHARED_WEIGHTS = REPO.parent / "shared" / "weights" / "pt_inception-2015-12-05-fc-zeroed.pth"
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +40,16 @@ QUICK = ["experiment=quickstart", "trainer.max_epochs=2", "model.test_importance
          "~callbacks.progress_bar"]
 
 
-def test_train_evaluate_and_resume_like_a_user(tmp_path):
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A quickstart run trained by train.py, shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
     assert_ok(run("train.py", *QUICK, f"hydra.run.dir={run_dir}"))
+    return run_dir
+
+
+def test_train_evaluate_and_resume_like_a_user(trained_run, tmp_path):
+    run_dir = trained_run
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file() and list(run_dir.glob("checkpoints/best-*.ckpt"))
     assert (run_dir / "samples" / "samples.png").is_file()
@@ -48,11 +60,13 @@ def test_train_evaluate_and_resume_like_a_user(tmp_path):
 
     eval_dir = tmp_path / "eval"
     assert_ok(run("evaluate.py", f"ckpt_path={last}", "trainer=cpu", "logger=csv",
-                  "tasks=[reconstruct,traversal]", f"hydra.run.dir={eval_dir}"))
+                  "fid.enabled=false", "tasks=[reconstruct,traversal]",
+                  f"hydra.run.dir={eval_dir}"))
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["ckpt_path"] == str(last)
     assert 0 < metrics["test/bpd"] < 10 and metrics["test/nll_nats"] > 0
     assert metrics["test/nll_nats"] <= -metrics["test/elbo"] + 5  # IWAE(10) roughly <= -ELBO
+    assert "fid" not in metrics
     for png in ("samples.png", "reconstruct.png", "traversal.png"):
         assert (eval_dir / png).is_file()
 
@@ -61,6 +75,23 @@ def test_train_evaluate_and_resume_like_a_user(tmp_path):
                   "logger=none", f"hydra.run.dir={tmp_path / 'resumed'}"))
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["epoch"] == 2 and resumed["global_step"] == step * 3 // 2
+
+
+def test_evaluate_measures_sample_quality(trained_run, tmp_path):
+    weights = os.environ.get(WEIGHTS_ENV) or SHARED_WEIGHTS
+    if not os.path.isfile(weights):
+        pytest.skip(f"no FID Inception weights: set {WEIGHTS_ENV} to run this test")
+    eval_dir = tmp_path / "eval"
+    assert_ok(run("evaluate.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+                  "trainer=cpu", "logger=none", f"fid.weights={weights}", "fid.num_samples=20",
+                  "fid.reference_num=20", "fid.kid_subset_size=10", "fid.kid_subsets=5",
+                  f"hydra.run.dir={eval_dir}"))
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["fid"] > 0 and metrics["fid_classifier"] > 0 and metrics["bpd"] > 0
+    assert metrics["n_samples"] == 20 and metrics["reference"] == "digits:train"
+    with np.load(eval_dir / "samples.npz") as samples:
+        assert samples["images"].shape == (20, 32, 32, 1)
+        assert samples["images"].dtype == np.uint8
 
 
 def test_bad_input_gets_a_one_paragraph_error(tmp_path):

@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
@@ -163,7 +164,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def evaluate(cfg: DictConfig) -> dict[str, float | str]:
     """Rebuild model and data from the checkpoint's config, run the test metrics on
-    `cfg.split`, write metrics.json to the run directory and log to the loggers."""
+    `cfg.split`, measure sample quality (cfg.fid: FID, KID, IS, precision/recall against the
+    reference split), write metrics.json to the run directory and log to the loggers."""
     if cfg.split not in ("test", "val"):
         raise GenlabError(f"split={cfg.split} is not valid; choose test or val.")
     checkpoint = load_checkpoint(cfg.ckpt_path)
@@ -176,18 +178,30 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(data_cfg)
     model = build(model_cfg)
+    fid_cfg = cfg.get("fid") or {}
+    extractor = _inception(fid_cfg) if fid_cfg.get("enabled") else None  # fail before testing
 
     failed = True
     try:
         loggers = build_loggers(cfg)
         trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[],
                               enable_checkpointing=False)
-        run = trainer.test if cfg.split == "test" else trainer.validate
-        results = run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        metrics: dict[str, float | str] = {k: float(v) for k, v in results[0].items()}
+        stage = "test_step" if cfg.split == "test" else "validation_step"
+        if is_overridden(stage, model):
+            run = trainer.test if cfg.split == "test" else trainer.validate
+            results = run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)[0]
+        else:  # a family without test metrics: only the sample metrics below
+            model.load_state_dict(checkpoint["state_dict"])
+            results = {}
+        metrics: dict[str, float | str] = {k: float(v) for k, v in results.items()}
+        if model.has_likelihood and f"{cfg.split}/bpd" in metrics:
+            metrics["bpd"] = metrics[f"{cfg.split}/bpd"]
         metrics.update(ckpt_path=str(Path(cfg.ckpt_path).resolve()), split=cfg.split)
         output_dir = Path(cfg.paths.output_dir)
         _save_demos(cfg, model.eval(), datamodule, output_dir)
+        if extractor is not None:
+            metrics.update(_sample_quality(cfg, fid_cfg, model, datamodule, extractor,
+                                           output_dir))
         _write_json(metrics, output_dir / "metrics.json")
         for logger in loggers:
             if isinstance(logger, WandbLogger):
@@ -197,6 +211,80 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
         return metrics
     finally:
         _close_wandb(failed)
+
+
+def _inception(fid_cfg: DictConfig):
+    """The FID Inception extractor of cfg.fid; missing weights are an error that also says how
+    to turn the sample metrics off."""
+    from genlab.metrics.inception import FeatureExtractor, InceptionWeightsError
+    from genlab.metrics.reference import default_device
+
+    if fid_cfg.num_samples < 10:
+        raise GenlabError(f"fid.num_samples={fid_cfg.num_samples}: the Inception Score splits "
+                          "the samples into 10 parts, so at least 10 are needed (50000 is the "
+                          "standard protocol).")
+    try:
+        return FeatureExtractor(fid_cfg.get("weights"),
+                                device=fid_cfg.get("device") or default_device(),
+                                batch_size=fid_cfg.inception_batch_size, bf16=fid_cfg.bf16)
+    except InceptionWeightsError as err:
+        raise GenlabError(f"{err} To evaluate without FID/KID/IS, pass fid.enabled=false."
+                          ) from None
+
+
+def _sample_quality(cfg: DictConfig, fid_cfg: DictConfig, model, datamodule, extractor,
+                    output_dir: Path) -> dict[str, float | int | str]:
+    """FID, KID, IS, precision/recall (and fid_classifier) of fid.num_samples samples against
+    the reference split; the samples go to samples.npz (uint8) and fid_samples.png."""
+    from genlab.data.datasets import load_dataset
+    from genlab.metrics.classifier import cached_classifier
+    from genlab.metrics.evaluation import classifier_stats, evaluate_samples
+    from genlab.metrics.images import TensorSource
+    from genlab.metrics.reference import reference_stats
+
+    for key in ("sampler", "sampling_steps"):
+        if fid_cfg.get(key) is not None:
+            if not isinstance(getattr(model, key, None), (str, int)):
+                raise GenlabError(f"fid.{key}={fid_cfg[key]} is set, but this model has no "
+                                  f"{key} setting (only diffusion models do); remove it.")
+            setattr(model, key, fid_cfg[key])
+    dm = datamodule
+    arrays = load_dataset(dm.name, dm.root, dm.cache_dir, image_size=dm.image_size,
+                          channels=dm.channels, download=dm.download, verify=dm.verify,
+                          **dm.options)
+    split = fid_cfg.reference_split
+    if split not in arrays.splits:
+        raise GenlabError(f"fid.reference_split={split}: {dm.name} has only the splits "
+                          f"{', '.join(arrays.splits)}.")
+    images, labels = arrays.splits[split]
+    reference = reference_stats(TensorSource(images, f"{dm.name}:{split}", dm.name, split),
+                                n=fid_cfg.get("reference_num"), extractor=extractor,
+                                cache_dir=cfg.paths.cache_dir, keep_logits=False)
+    classifier = classifier_reference = None
+    use_classifier = fid_cfg.get("classifier", "auto")
+    if use_classifier == "auto":
+        use_classifier = images.shape[1] == 1 and bool(arrays.classes)
+    if use_classifier:
+        train_images, train_labels = arrays.splits["train"]
+        classifier = cached_classifier(dm.name, train_images, train_labels, cfg.paths.cache_dir,
+                                       test=arrays.splits.get("test"))
+        classifier_reference = classifier_stats(classifier, images)
+
+    model.to(extractor.device).eval()
+    log.info("Sample quality: %d samples against %s:%s (%d images)", fid_cfg.num_samples,
+             dm.name, split, reference.n)
+    result = evaluate_samples(
+        model, reference, extractor, num_samples=fid_cfg.num_samples,
+        batch_size=fid_cfg.batch_size, seed=cfg.seed, classifier=classifier,
+        classifier_reference=classifier_reference, kid_subsets=fid_cfg.kid_subsets,
+        kid_subset_size=fid_cfg.kid_subset_size,
+        npz_path=output_dir / "samples.npz" if fid_cfg.save_npz else None,
+        grid_path=output_dir / "fid_samples.png")
+    result.update(n_samples=result.pop("n_a"), n_reference=result.pop("n_b"),
+                  reference=f"{dm.name}:{split}")
+    if isinstance(getattr(model, "sampler", None), str):
+        result.update(sampler=model.sampler, sampling_steps=model.sampling_steps)
+    return result
 
 
 @torch.no_grad()
