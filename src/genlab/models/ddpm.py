@@ -1,0 +1,309 @@
+"""Denoising diffusion probabilistic model (Ho et al. 2020) with DDIM sampling (Song et al.
+2020), classifier-free guidance (Ho & Salimans 2021), an EMA of the weights and the variational
+bound as its likelihood. The maths lives in `genlab.diffusion`, the network in
+`genlab.nets.unet`.
+
+Training minimises sum_t w_t || f_theta(x_t, t) - target ||^2 with t ~ U{0..T-1},
+x_t ~ q(x_t | x_0) and target eps, x_0 or v; w_t = 1 is Ho et al.'s L_simple. Validation, test,
+samples and tasks use the EMA weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from genlab.diffusion import (
+    SAMPLERS,
+    VARIANCES,
+    WEIGHTINGS,
+    GaussianDiffusion,
+    ModelFn,
+    check_choice,
+    slerp,
+)
+from genlab.ema import EMA
+from genlab.errors import GenlabError
+from genlab.models.base import GenerativeModule
+from genlab.nets.unet import UNet
+
+
+class DDPM(GenerativeModule):
+    has_likelihood = True
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
+                 conditional: bool = False,
+                 # network
+                 channels: int = 128, channel_mults: tuple[int, ...] = (1, 2, 2, 2),
+                 num_res_blocks: int = 2, attention_resolutions: tuple[int, ...] = (16,),
+                 dropout: float = 0.1, num_heads: int = 1,
+                 # diffusion and loss
+                 timesteps: int = 1000, schedule: str = "linear", beta_start: float = 1e-4,
+                 beta_end: float = 0.02, prediction: str = "eps", weighting: str = "simple",
+                 snr_gamma: float = 5.0, label_dropout: float = 0.1,
+                 # weight average
+                 ema_decay: float = 0.9999, ema_warmup: bool = True, ema_start_step: int = 0,
+                 # sampling (all may be changed at evaluation time)
+                 sampler: str = "ddim", sampling_steps: int = 50, eta: float = 0.0,
+                 variance: str = "beta", clip_denoised: bool = True,
+                 guidance_scale: float | None = None, sample_batch_size: int = 256,
+                 inpaint_resample: int = 5,
+                 # the variational bound
+                 bound_images: int = 16, val_bound_terms: int | None = 20,
+                 bound_batch_size: int = 256,
+                 **base):
+        super().__init__(image_shape, num_classes, conditional, **base)
+        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
+        self.weighting = check_choice("model.weighting", weighting, WEIGHTINGS)
+        self.sampler = check_choice("model.sampler", sampler, SAMPLERS)
+        self.variance = check_choice("model.variance", variance, VARIANCES)
+        self.snr_gamma, self.label_dropout = snr_gamma, label_dropout
+        self.sampling_steps, self.eta, self.clip_denoised = sampling_steps, eta, clip_denoised
+        self.guidance_scale = self._check_guidance(guidance_scale)
+        self.sample_batch_size, self.inpaint_resample = sample_batch_size, inpaint_resample
+        self.bound_images, self.val_bound_terms = bound_images, val_bound_terms
+        self.bound_batch_size = bound_batch_size
+        c, size, _ = self.image_shape
+        self.diffusion = GaussianDiffusion(timesteps, schedule, beta_start, beta_end, prediction)
+        self.diffusion.sampling_timesteps("ddim", sampling_steps)  # checks the step count
+        self.net = UNet(c, size, channels=channels, channel_mults=tuple(channel_mults),
+                        num_res_blocks=num_res_blocks,
+                        attention_resolutions=tuple(attention_resolutions), dropout=dropout,
+                        num_heads=num_heads, num_classes=num_classes if conditional else 0)
+        self.ema = EMA(self.net, ema_decay, ema_warmup, ema_start_step)
+        self._bound_nats: list[torch.Tensor] = []
+
+    @property
+    def timesteps(self) -> int:
+        return self.diffusion.timesteps
+
+    def _check_guidance(self, scale: float | None) -> float | None:
+        if scale is not None and not self.conditional:
+            raise GenlabError("Classifier-free guidance (guidance_scale) needs a class-conditional "
+                              "model; this one was trained with model.conditional=false. Leave "
+                              "guidance_scale unset (null).")
+        return scale
+
+    def denoiser(self, guidance_scale: float | None = None) -> ModelFn:
+        """The EMA network as a ModelFn; with a guidance scale w, classifier-free guidance
+
+            f = f(x_t, t, null) + w (f(x_t, t, y) - f(x_t, t, null)),
+        so w = 1 is plain conditional sampling (w = 1 + Ho & Salimans's w)."""
+        net = self.ema
+        if self._check_guidance(guidance_scale) is None:
+            return net
+
+        def guided(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+            null = torch.full_like(labels, self.num_classes)
+            both = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
+            conditional, unconditional = both.float().chunk(2)
+            return unconditional + guidance_scale * (conditional - unconditional)
+        return guided
+
+    # -- training ----------------------------------------------------------------------------
+    def _train_labels(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Labels for the network, each replaced by the null class with prob. label_dropout."""
+        labels = self.condition(labels)
+        if labels is None or not self.label_dropout:
+            return labels
+        drop = torch.rand(labels.shape, device=labels.device) < self.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    def _loss(self, model_fn: ModelFn, x: torch.Tensor, labels: torch.Tensor | None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        t = torch.randint(0, self.timesteps, (len(x),), device=x.device, generator=generator)
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        return self.diffusion.training_loss(model_fn, x, labels, t, noise, self.weighting,
+                                            self.snr_gamma).mean()
+
+    def training_step(self, batch, batch_idx):
+        x, labels = batch
+        loss = self._loss(self.net, x, self._train_labels(labels))
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(self.net, step=self.global_step)
+
+    # -- validation and test: loss on every batch, the bound on the first bound_images -------
+    def _evaluate(self, batch, batch_idx: int, stage: str, terms: int | None) -> None:
+        x, labels = batch
+        labels = self.condition(labels)
+        generator = torch.Generator(device=x.device).manual_seed(batch_idx)
+        self.log(f"{stage}/loss", self._loss(self.ema, x, labels, generator), sync_dist=True)
+        remaining = self.bound_images - sum(len(b) for b in self._bound_nats)
+        if remaining > 0:
+            y = None if labels is None else labels[:remaining]
+            self._bound_nats.append(self.variational_bound(x[:remaining], y, terms, generator))
+
+    def _log_bound(self, stage: str) -> None:
+        if self._bound_nats:
+            self.log_nll(stage, torch.cat(self._bound_nats))
+        self._bound_nats = []
+
+    def on_validation_epoch_start(self) -> None:
+        self._bound_nats = []
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "val", self.val_bound_terms)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_bound("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._bound_nats = []
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "test", None)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_bound("test")
+
+    @torch.no_grad()
+    def variational_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                          terms: int | None = None,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-image upper bound on -log P(x) in nats for 8-bit images x in [-1, 1]: all T terms
+        (terms=None), or an unbiased stratified estimate from `terms` of them."""
+        return self.diffusion.variational_bound(
+            self.denoiser(), x, labels, self.variance, self.clip_denoised, terms,
+            self.bound_batch_size, generator)
+
+    # -- sampling ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _reverse(self, x: torch.Tensor, labels: torch.Tensor | None,
+                 generator: torch.Generator | None, start: int | None = None,
+                 known: tuple[torch.Tensor, torch.Tensor] | None = None, resample: int = 1,
+                 clip: bool | None = None, sampler: str | None = None, steps: int | None = None,
+                 eta: float | None = None, guidance_scale: float | None = None) -> torch.Tensor:
+        """The reverse process from x at timestep `start` (default T-1) down to the data, with
+        the model's sampling settings unless sampler / steps / eta / guidance_scale are given."""
+        sampler = check_choice("sampler", sampler or self.sampler, SAMPLERS)
+        timesteps = self.diffusion.sampling_timesteps(
+            sampler, self.sampling_steps if steps is None else steps, start)
+        guidance_scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        return self.diffusion.reverse(
+            self.denoiser(guidance_scale), x, timesteps, self.condition(labels), sampler,
+            self.eta if eta is None else eta, self.variance,
+            self.clip_denoised if clip is None else clip, generator, known, resample)
+
+    def _noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn((n, *self.image_shape), device=self.device, generator=generator)
+
+    def sample_batches(self, n: int, labels: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None, batch_size: int | None = None,
+                       **options) -> Iterator[torch.Tensor]:
+        """n samples in [-1, 1], in chunks of at most `batch_size` (default
+        model.sample_batch_size) on the model's device. Move or save each chunk before taking
+        the next, and 50k samples for FID never sit on the accelerator at once. `options`:
+        sampler ("ddpm" | "ddim"), steps (DDIM), eta (DDIM), guidance_scale."""
+        batch_size = batch_size or self.sample_batch_size
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            chunk_labels = None if labels is None else labels[start:start + size]
+            yield self._reverse(self._noise(size, generator), chunk_labels, generator, **options)
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, **options) -> torch.Tensor:
+        """n images in [-1, 1] from the EMA network, drawn sample_batch_size at a time;
+        `options` as for `sample_batches`."""
+        return torch.cat(list(self.sample_batches(n, labels, generator, **options)))
+
+    # -- tasks -------------------------------------------------------------------------------
+    def _check_mask(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.image_shape
+        if (mask.dim() != 4 or mask.shape[0] not in (1, len(x)) or mask.shape[1] not in (1, c)
+                or tuple(mask.shape[2:]) != (h, w)):
+            raise GenlabError(f"The mask has shape {tuple(mask.shape)}; it must broadcast to the "
+                              f"images {tuple(x.shape)}: (1 or {len(x)}, 1 or {c}, {h}, {w}), "
+                              "with 1 where a pixel is known and 0 where it is to be generated.")
+        return mask.to(x.dtype).expand_as(x)
+
+    @torch.no_grad()
+    def inpaint(self, x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, resample: int | None = None,
+                **options) -> torch.Tensor:
+        """Fill the pixels where mask = 0, keeping those where mask = 1 (outpainting is the same
+        with the mask inverted): RePaint-style resampling (Lugmayr et al. 2022) over the model's
+        sampler, `resample` (default inpaint_resample) passes per step; resample=1 is plain
+        replacement."""
+        known = (x, self._check_mask(x, mask))
+        return self._reverse(self._noise(len(x), generator), labels, generator, known=known,
+                             resample=resample or self.inpaint_resample, **options)
+
+    def noise_level_timestep(self, sigma: float) -> int:
+        """The t whose x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps has sigma_t closest to
+        sigma, where sigma_t^2 = (1 - alpha_bar_t) / alpha_bar_t."""
+        sigmas = (1 / self.diffusion.snr(torch.arange(self.timesteps, device=self.device))).sqrt()
+        return int((sigmas - sigma).abs().argmin())
+
+    @torch.no_grad()
+    def denoise(self, y: torch.Tensor, sigma: float, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, **options) -> torch.Tensor:
+        """Denoise y = x + sigma n, n ~ N(0, I), at a known sigma (in [-1, 1] units): y scaled by
+        sqrt(alpha_bar_t) is a draw of x_t at the matching t; the reverse process from there
+        gives a sample of x given y (Kadkhodaie & Simoncelli 2021 use the same identity)."""
+        if sigma <= 0:
+            raise GenlabError(f"denoise needs a noise level sigma > 0; got {sigma}.")
+        t = self.noise_level_timestep(sigma)
+        xt = self.diffusion.at("alpha_bar", t, y).sqrt() * y
+        return self._reverse(xt, labels, generator, start=t, **options)
+
+    @torch.no_grad()
+    def ddim_invert(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                    steps: int | None = None) -> torch.Tensor:
+        """x_0 -> x_{T-1} by the deterministic DDIM ODE (the inverse of eta = 0 sampling)."""
+        return self.diffusion.ddim_invert(self.denoiser(), x, self.condition(labels),
+                                          steps or self.sampling_steps)
+
+    @torch.no_grad()
+    def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8,
+                    labels: torch.Tensor | None = None, ddim_steps: int | None = None
+                    ) -> torch.Tensor:
+        """For pairs of images (B, C, H, W): DDIM-invert both, slerp between the two x_T and
+        decode with eta = 0; (B * steps, C, H, W), one row of `steps` images per pair."""
+        b = len(x0)
+        pair_labels = None if labels is None else labels.repeat(2)
+        z = self.ddim_invert(torch.cat([x0, x1]), pair_labels, ddim_steps).flatten(1)
+        weights = torch.linspace(0, 1, steps, device=z.device)
+        path = slerp(z[:b], z[b:], weights).reshape(b * steps, *self.image_shape)
+        row_labels = None if labels is None else labels.repeat_interleave(steps)
+        images = self._reverse(path, row_labels, None, sampler="ddim",
+                               steps=ddim_steps or self.sampling_steps, eta=0.0, clip=False)
+        return images.clamp(-1, 1)
+
+    # -- demos for evaluate.py tasks=[...] ---------------------------------------------------
+    def _centre_mask(self, x: torch.Tensor, keep_centre: bool) -> torch.Tensor:
+        size = self.image_shape[1]
+        mask = torch.zeros(1, 1, size, size, device=x.device)
+        mask[..., size // 4:3 * size // 4, size // 4:3 * size // 4] = 1
+        return mask if keep_centre else 1 - mask
+
+    def _demo_fill(self, x, labels, generator, keep_centre: bool) -> torch.Tensor:
+        x, labels = x[:8], None if labels is None else labels[:8]
+        mask = self._centre_mask(x, keep_centre)
+        filled = self.inpaint(x, mask, labels, generator)
+        return torch.cat([x * mask, filled, x])
+
+    def demo_inpaint(self, x, labels=None, generator=None) -> torch.Tensor:
+        """Rows: images with the centre removed, the centre inpainted, the originals."""
+        return self._demo_fill(x, labels, generator, keep_centre=False)
+
+    def demo_outpaint(self, x, labels=None, generator=None) -> torch.Tensor:
+        """Rows: the centres kept, the border generated around them, the originals."""
+        return self._demo_fill(x, labels, generator, keep_centre=True)
+
+    def demo_denoise(self, x, labels=None, generator=None, sigma: float = 0.3) -> torch.Tensor:
+        """Rows: originals, with Gaussian noise of std `sigma` added, denoised."""
+        x, labels = x[:8], None if labels is None else labels[:8]
+        noisy = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
+        return torch.cat([x, noisy.clamp(-1, 1), self.denoise(noisy, sigma, labels, generator)])
+
+    def demo_interpolate(self, x, labels=None, generator=None, steps: int = 8) -> torch.Tensor:
+        """Rows of `steps` images between image pairs (0, 1), (2, 3), ... (up to 4 pairs)."""
+        pairs = min(len(x) // 2, 4)
+        first = None if labels is None else labels[0:2 * pairs:2]
+        return self.interpolate(x[0:2 * pairs:2], x[1:2 * pairs:2], steps, first)
