@@ -93,3 +93,8 @@ def test_image_folder_classes_reach_a_conditional_model(compose, fake_root, tmp_
     train(cfg)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["genlab_config"]["data"]["num_classes"] == 2
+
+
+def test_trainer_options_named_in_the_readme_need_no_plus(compose):
+    cfg = compose(["trainer.max_time=00:00:10:00", "trainer.max_epochs=50", "trainer=cpu"])
+    assert cfg.trainer.max_time == "00:00:10:00" and cfg.trainer.min_epochs is None

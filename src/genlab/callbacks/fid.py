@@ -49,7 +49,7 @@ class FIDCallback(L.Callback):
     def __init__(self, every_n_epochs: int = 5, num_samples: int = 5000,
                  reference_split: str = "train", reference_num: int | None = None,
                  batch_size: int = 250, weights: str | None = None, bf16: bool = False,
-                 inception_batch_size: int = 100, kid_subsets: int = 100,
+                 inception_batch_size: int | None = None, kid_subsets: int = 100,
                  kid_subset_size: int = 1000, cache_dir: str | None = None, seed: int = 0):
         self.every_n_epochs, self.num_samples = every_n_epochs, num_samples
         self.reference_split, self.reference_num = reference_split, reference_num

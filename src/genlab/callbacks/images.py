@@ -15,9 +15,12 @@ from genlab.images import make_grid, save_png
 
 
 def log_image(trainer: L.Trainer, key: str, array: np.ndarray, caption: str) -> None:
+    # Lightning logs metrics at the count of training batches, not at global_step (which
+    # counts optimizer steps: n_critic + 1 per batch for a GAN); images go on the same axis.
+    step = trainer.fit_loop.epoch_loop._batches_that_stepped
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key, [array], step=trainer.global_step, caption=[caption])
+            logger.log_image(key, [array], step=step, caption=[caption])
 
 
 class _GridCallback(L.Callback):

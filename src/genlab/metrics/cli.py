@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use at most N images of each set, drawn at random with --seed "
                         "(default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --num subsets (default 0)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass (default: 16 on a CPU, 200 on a GPU)")
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--kid-subset-size", type=int, default=1000,
                    help="shrunk, with a warning, to the smaller set's size")
@@ -76,13 +77,13 @@ def run(args: argparse.Namespace) -> dict:
     device = args.device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GenlabError("--device cuda was asked for, but torch sees no CUDA device.")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise GenlabError("--batch-size must be positive.")
     start = time.perf_counter()
     extractor = FeatureExtractor(args.weights, device=device, batch_size=args.batch_size,
                                  bf16=args.bf16)
     log.info("Inception on %s, %s, batch %d, %d CPU threads", device, extractor.precision,
-             args.batch_size, torch.get_num_threads())
+             extractor.batch_size, torch.get_num_threads())
     sets = []
     need_features = not (args.no_pr and args.no_kid)
     for spec, logits in ((args.path_a, args.isc), (args.path_b, False)):
