@@ -302,7 +302,8 @@ def test_bf16_training_testing_and_evaluation_with_tasks(compose, fake_root, tmp
     assert any(k.startswith("ema.averaged.") for k in torch.load(ckpt)["state_dict"])
     out = tmp_path / "evaluate"
     metrics = evaluate(compose(
-        [f"ckpt_path={ckpt}", f"paths.output_dir={out}", "trainer=cpu", "logger=none",
+        [f"ckpt_path={ckpt}", f"paths.output_dir={out}", f"paths.data_dir={fake_root}",
+         f"paths.cache_dir={fake_root / 'cache'}", "trainer=cpu", "logger=none",
          "precision=bf16", "fid.enabled=false", "sample_grid=4",
          "tasks=[inpaint,outpaint,denoise,interpolate]",
          "+model.sampler=ddpm", "+model.inpaint_resample=1", "+trainer.limit_test_batches=1",
