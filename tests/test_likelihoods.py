@@ -62,3 +62,13 @@ def test_bits_per_dim_by_hand():
     # uniform density 1/2 per dim on [-1, 1] with dequantization is also 8 bits per dim
     assert bits_per_dim(dequantized_nll(d * math.log(2), d), d) == pytest.approx(8.0)
     assert bits_per_dim(torch.tensor(2 * math.log(2)), 1).item() == pytest.approx(2.0)
+
+
+def test_slerp_keeps_the_ends_and_the_norm_and_handles_parallel_rows():
+    from genlab.distributions import slerp
+
+    z0, z1 = torch.tensor([[3.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 3.0], [2.0, 2.0]])
+    path = slerp(z0, z1, torch.linspace(0, 1, 5))
+    assert torch.allclose(path[:, 0], z0) and torch.allclose(path[:, -1], z1)
+    assert torch.allclose(path[0].norm(dim=1), torch.full((5,), 3.0))  # on the circle
+    assert torch.allclose(path[1, 2], torch.tensor([1.5, 1.5]))  # parallel rows: the line

@@ -19,13 +19,13 @@ A `ModelFn` maps (x_t, t, labels) to the network's raw prediction.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from genlab.distributions import discretized_gaussian_log_prob
-from genlab.errors import GenlabError
+from genlab.distributions import discretized_gaussian_log_prob, normal_kl
+from genlab.errors import GenlabError, check_choice
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "x0", "v")
@@ -34,14 +34,6 @@ VARIANCES = ("beta", "posterior")
 SAMPLERS = ("ddpm", "ddim")
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-def check_choice(option: str, value: str, valid: Iterable[str]) -> str:
-    """`value` if it is one of `valid`, else a GenlabError naming the valid ones."""
-    valid = tuple(valid)
-    if value not in valid:
-        raise GenlabError(f"{option}={value!r} is not valid; choose one of {', '.join(valid)}.")
-    return value
 
 
 def beta_schedule(name: str, timesteps: int, beta_start: float = 1e-4,
@@ -60,24 +52,6 @@ def beta_schedule(name: str, timesteps: int, beta_start: float = 1e-4,
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=0.999)
-
-
-def normal_kl(mean1: torch.Tensor, log_var1: torch.Tensor, mean2: torch.Tensor,
-              log_var2: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean1, e^log_var1) || N(mean2, e^log_var2)) per element."""
-    return 0.5 * (log_var2 - log_var1 + (log_var1.exp() + (mean1 - mean2) ** 2)
-                  * torch.exp(-log_var2) - 1)
-
-
-def slerp(z0: torch.Tensor, z1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation (Shoemake 1985) between rows of z0 and z1 (B, D) at each weight
-    w in `weights` (S,): sin((1 - w) theta) / sin(theta) z0 + sin(w theta) / sin(theta) z1,
-    theta the angle between the rows; returns (B, S, D)."""
-    cos = (z0 * z1).sum(1) / (z0.norm(dim=1) * z1.norm(dim=1))
-    theta = torch.arccos(cos.clamp(-1, 1))[:, None, None]
-    w = weights[None, :, None]
-    return (torch.sin((1 - w) * theta) * z0[:, None] + torch.sin(w * theta) * z1[:, None]
-            ) / torch.sin(theta)
 
 
 class GaussianDiffusion(nn.Module):

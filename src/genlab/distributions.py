@@ -66,3 +66,26 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 def diagonal_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
                              ) -> torch.Tensor:
     return -0.5 * ((z - mu).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+def normal_kl(mean1: torch.Tensor, log_var1: torch.Tensor, mean2: torch.Tensor,
+              log_var2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, e^log_var1) || N(mean2, e^log_var2)) per element."""
+    return 0.5 * (log_var2 - log_var1 + (log_var1.exp() + (mean1 - mean2) ** 2)
+                  * torch.exp(-log_var2) - 1)
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985) between rows of z0 and z1 (B, D) at each weight
+    w in `weights` (S,): sin((1 - w) theta) / sin(theta) z0 + sin(w theta) / sin(theta) z1,
+    theta the angle between the rows; returns (B, S, D). It keeps Gaussian latents at a typical
+    norm (White 2016); rows at an angle near 0 use the straight line instead."""
+    cos = (z0 * z1).sum(1) / (z0.norm(dim=1) * z1.norm(dim=1))
+    theta = torch.arccos(cos.clamp(-1, 1))[:, None, None]
+    w = weights[None, :, None]
+    a, b = z0[:, None], z1[:, None]
+    sin = torch.sin(theta)
+    parallel = sin.abs() < 1e-4
+    safe = torch.where(parallel, torch.ones_like(sin), sin)
+    curved = (torch.sin((1 - w) * theta) * a + torch.sin(w * theta) * b) / safe
+    return torch.where(parallel, (1 - w) * a + w * b, curved)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from genlab.errors import GenlabError
+from genlab.errors import check_choice
 
 
 class GANLoss(NamedTuple):
@@ -40,10 +40,7 @@ LOSSES = {
 
 
 def gan_loss(name: str) -> GANLoss:
-    if name not in LOSSES:
-        raise GenlabError(f"model.loss={name!r} is not a GAN loss; choose one of "
-                          f"{', '.join(LOSSES)}.")
-    return LOSSES[name]
+    return LOSSES[check_choice("model.loss", name, LOSSES)]
 
 
 def input_gradient_norms(critic: Callable[[torch.Tensor], torch.Tensor],

@@ -20,11 +20,10 @@ from genlab.diffusion import (
     WEIGHTINGS,
     GaussianDiffusion,
     ModelFn,
-    check_choice,
-    slerp,
 )
+from genlab.distributions import slerp
 from genlab.ema import EMA
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, check_choice
 from genlab.models.base import GenerativeModule
 from genlab.nets.unet import UNet
 

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from genlab.distributions import slerp
 from genlab.ema import EMA
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, check_choice
 from genlab.gan_losses import gan_loss, gradient_penalty, r1_penalty
 from genlab.models.base import GenerativeModule
 from genlab.nets.augment import check_policies, diff_augment
@@ -41,17 +42,6 @@ from genlab.nets.gan import (
 log = logging.getLogger(__name__)
 ARCHITECTURES = {"dcgan": (DCGANGenerator, DCGANDiscriminator),
                  "resnet": (ResNetGenerator, ResNetDiscriminator)}
-
-
-def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation (Shoemake 1985), which keeps Gaussian latents at a typical norm
-    (White 2016): z(t) = sin((1 - t) w) / sin(w) z0 + sin(t w) / sin(w) z1, w the angle."""
-    cos = torch.dot(z0 / z0.norm(), z1 / z1.norm()).clamp(-1, 1)
-    omega = torch.arccos(cos)
-    t = t[:, None]
-    if omega.abs() < 1e-4:  # parallel: the straight line
-        return (1 - t) * z0 + t * z1
-    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
 
 
 class GAN(GenerativeModule):
@@ -71,9 +61,7 @@ class GAN(GenerativeModule):
                  augment: Sequence[str] = (), seed: int = 0, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
-        if architecture not in ARCHITECTURES:
-            raise GenlabError(f"model.architecture={architecture!r} is not valid; choose one "
-                              f"of {', '.join(ARCHITECTURES)}.")
+        check_choice("model.architecture", architecture, ARCHITECTURES)
         if n_critic < 1:
             raise GenlabError(f"model.n_critic={n_critic}: the discriminator needs at least "
                               "one update per generator update.")
@@ -259,7 +247,7 @@ class GAN(GenerativeModule):
                     labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images along the great circle between two latents: (steps, C, H, W)."""
         t = torch.linspace(0, 1, steps, device=z0.device)
-        return self.generate(slerp(z0, z1, t),
+        return self.generate(slerp(z0[None], z1[None], t)[0],
                              None if labels is None else labels.view(1).expand(steps))
 
     def demo_interpolate(self, x, labels=None, generator=None, steps: int = 8) -> torch.Tensor:

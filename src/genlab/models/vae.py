@@ -24,7 +24,7 @@ from genlab.distributions import (
     gaussian_kl_standard,
     standard_normal_log_prob,
 )
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, check_choice
 from genlab.models.base import GenerativeModule
 from genlab.nets.conv import ConvDecoder, ConvEncoder
 
@@ -76,9 +76,7 @@ class VAE(GenerativeModule):
                  beta: float = 1.0, test_importance_samples: int = 1000,
                  importance_batch: int = 8192, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
-        if likelihood not in LIKELIHOODS:
-            raise GenlabError(f"model.likelihood={likelihood!r} is not valid; choose one of "
-                              f"{', '.join(LIKELIHOODS)}.")
+        check_choice("model.likelihood", likelihood, LIKELIHOODS)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         c, size, _ = self.image_shape
         self.latent_dim, self.likelihood, self.beta = latent_dim, likelihood, beta
