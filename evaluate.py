@@ -1,4 +1,11 @@
-"""Evaluate a checkpoint: python evaluate.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt"""
+"""Evaluate a checkpoint: test metrics (bits/dim), sample quality (FID, KID, IS, precision /
+recall) and tasks, into <run dir>/metrics.json and the logger. README: "Evaluation".
+
+    python evaluate.py ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt   # 50k-sample FID
+    python evaluate.py ckpt_path=... fid.num_samples=2000 fid.reference_num=2000 trainer=cpu
+    python evaluate.py ckpt_path=... fid.enabled=false tasks=[reconstruct,interpolate]
+Runs land in outputs/evaluate/runs/<date>_<time>/.
+"""
 
 import os
 from pathlib import Path

@@ -1,4 +1,13 @@
-"""Train any model on any dataset: python train.py model=vae data=mnist [key=value ...]"""
+"""Train any model on any dataset. README: "Training".
+
+    python train.py model=vae data=mnist                      # one process (GPU if present)
+    python train.py experiment=ddpm_cifar10 trainer=gpu precision=bf16    # a paper recipe
+    python train.py experiment=ddpm_cifar10 trainer=ddp      # every GPU of the machine
+    python train.py experiment=ddpm_cifar10 trainer=ddp trainer.num_nodes=2   # several machines
+    python train.py -m model=vae,ddpm data=mnist,cifar10     # a Hydra multirun
+    python train.py ... ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt   # resume
+Runs land in outputs/train/runs/<date>_<time>/ (checkpoints/, samples/, wandb/).
+"""
 
 import os
 from pathlib import Path

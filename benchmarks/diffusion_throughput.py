@@ -24,7 +24,7 @@ from contextlib import nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from genlab.diffusion import GaussianDiffusion
+from genlab.maths.diffusion import GaussianDiffusion
 from genlab.nets.unet import UNet
 
 DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}

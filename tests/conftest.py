@@ -17,7 +17,7 @@ os.environ.setdefault("PROJECT_ROOT", str(REPO))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from fake_datasets import write_all  # noqa: E402
+from helpers.fake_datasets import write_all  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""Every model x dataset config composes and takes a real training step through train()."""
+"""Every model x dataset config composes and takes a real training step through train(): by
+default every dataset once and every model on each image shape (1 and 3 channels); the full
+matrix is marked slow. Configs write where the run layout says."""
 
 from __future__ import annotations
 
@@ -8,46 +10,65 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, real_data_dir
+from helpers.runs import SMALL_RUN, fake_data_overrides
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import MissingMandatoryValue
 
 from genlab.errors import GenlabError
 from genlab.run import train
+from genlab.run.layout import RunLayout
 
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
-DATASETS = sorted(p.stem for p in (REPO / "conf" / "data").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (REPO / "conf" / "data").glob("[!_]*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-
-# a real step, kept small: one training batch, one validation batch, tiny grids, no logger
-SMALL_RUN = ["trainer=cpu", "logger=none", "test=false", "trainer.max_steps=1",
-             "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
-             "callbacks.sample_grid.n=4", "callbacks.reconstruction_grid.n=4",
-             "~callbacks.progress_bar", "~callbacks.model_summary",
-             "+trainer.num_sanity_val_steps=0",
-             "+trainer.enable_progress_bar=false", "data.batch_size=8", "data.eval_batch_size=8"]
+SHAPES = {"mnist": "1x32x32", "cifar10": "3x32x32"}  # one dataset of each image shape
+PAIRS = sorted({("vae", d) for d in DATASETS} | {(m, d) for m in MODELS for d in SHAPES})
+SLOW_PAIRS = [(m, d) for m in MODELS for d in DATASETS if (m, d) not in PAIRS]
 
 
-def fake_data_overrides(dataset: str, root: Path) -> list[str]:
-    if dataset == "digits":
-        return ["data.val_size=16"]
-    overrides = [f"data.root={root}", f"data.cache_dir={root / 'cache'}", "data.download=false",
-                 "data.verify=false", "data.val_size=8"]
-    if dataset == "image_folder":
-        overrides += [f"data.path={root / 'images.tar.gz'}", "data.test_size=4"]
-    return overrides
-
-
-@pytest.mark.parametrize("dataset", DATASETS)
-@pytest.mark.parametrize("model", MODELS)
-def test_model_dataset_composes_and_takes_a_training_step(model, dataset, compose, fake_root,
-                                                           tmp_path):
+def take_a_training_step(model: str, dataset: str, compose, fake_root, tmp_path) -> None:
     cfg = compose([f"model={model}", f"data={dataset}", *SMALL_RUN,
                    *fake_data_overrides(dataset, fake_root)])
     score = train(cfg)
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "samples" / "samples.png").is_file()
+    layout = RunLayout(tmp_path)
+    assert layout.last_checkpoint.is_file() and (layout.samples / "samples.png").is_file()
     if score is not None:
         assert math.isfinite(score)
+
+
+@pytest.mark.parametrize("model, dataset", PAIRS)
+def test_model_dataset_composes_and_takes_a_training_step(model, dataset, compose, fake_root,
+                                                           tmp_path):
+    take_a_training_step(model, dataset, compose, fake_root, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, dataset", SLOW_PAIRS)
+def test_the_rest_of_the_model_dataset_matrix(model, dataset, compose, fake_root, tmp_path):
+    take_a_training_step(model, dataset, compose, fake_root, tmp_path)
+
+
+def test_configs_write_where_the_run_layout_says(compose, tmp_path):
+    layout = RunLayout(tmp_path)
+    cfg = compose(["logger=csv"])
+    assert Path(cfg.callbacks.model_checkpoint.dirpath) == layout.checkpoints
+    assert Path(cfg.callbacks.sample_grid.dirpath) == layout.samples
+    assert Path(cfg.logger.csv.save_dir) / cfg.logger.csv.name == layout.csv
+    assert Path(compose([]).logger.wandb.save_dir) / "wandb" == layout.wandb
+
+
+@pytest.mark.parametrize("config_name", ["train", "evaluate"])
+def test_train_and_evaluate_runs_live_in_separate_folders(config_name):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=["ckpt_path=x"] * (config_name == "evaluate"),
+                            return_hydra_config=True)
+    assert f"/outputs/{config_name}/runs/" in cfg.hydra.run.dir
+    assert f"/outputs/{config_name}/multiruns/" in cfg.hydra.sweep.dir
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
@@ -98,3 +119,12 @@ def test_image_folder_classes_reach_a_conditional_model(compose, fake_root, tmp_
 def test_trainer_options_named_in_the_readme_need_no_plus(compose):
     cfg = compose(["trainer.max_time=00:00:10:00", "trainer.max_epochs=50", "trainer=cpu"])
     assert cfg.trainer.max_time == "00:00:10:00" and cfg.trainer.min_epochs is None
+
+
+def test_optimized_metric_is_what_train_returns(compose, fake_root):
+    """A sweeper optimises `optimized_metric`, independent of the checkpoint monitor."""
+    gan = ["model=gan", "data=mnist", *SMALL_RUN, *fake_data_overrides("mnist", fake_root)]
+    assert train(compose(gan)) is None  # a GAN monitors nothing by default
+    assert math.isfinite(train(compose([*gan, "optimized_metric=train/d_loss"])))
+    vae = ["model=vae", "data=mnist", *SMALL_RUN, *fake_data_overrides("mnist", fake_root)]
+    assert train(compose([*vae, "optimized_metric=val/elbo"])) < 0 < train(compose(vae))

@@ -11,13 +11,13 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import real_data_dir
-from fake_datasets import N_TEST, N_TRAIN, pattern, png_bytes, write_image_folder_tar
+from helpers.fake_datasets import N_TEST, N_TRAIN, pattern, png_bytes, write_image_folder_tar
 
 from genlab.data import ImageDataModule, TensorBatches, load_dataset, load_split
 from genlab.data import datasets as datasets_module
-from genlab.data.download import RemoteFile, download, ensure_files
 from genlab.data.transforms import to_model_range, to_uint8
 from genlab.errors import GenlabError
+from genlab.files.download import RemoteFile, download, ensure_files
 
 
 def load(name, root, tmp_path, **options):
@@ -67,6 +67,20 @@ def test_celeba_reader_uses_the_partition_file(fake_root, tmp_path):
     assert int(x[3, 0, 0, 0]) == 15  # the 4th face is filled with 3 * 5
     big = load("celeba", fake_root, tmp_path, image_size=64)
     assert big.splits["train"][0].shape == (N_TRAIN, 3, 64, 64)
+
+
+def test_celeba_attributes_reach_the_datamodule_aligned_with_the_images(fake_root, tmp_path):
+    arrays = load("celeba", fake_root, tmp_path)
+    assert arrays.attribute_names == ["Smiling", "Young"]
+    smiling = arrays.attributes["train"][:, 0]
+    assert smiling.tolist() == [i % 2 == 0 for i in range(N_TRAIN)]
+    assert arrays.attributes["test"].shape == (N_TEST, 2)
+    data = make_datamodule(fake_root, tmp_path, name="celeba", channels=3, val_size=8)
+    data.setup()
+    for split in ("train", "val", "test"):
+        images, _ = data.splits[split]
+        faces = images[:, 0, 0, 0].long() // 5  # face i is filled with 5 * i (mod 256)
+        assert data.attributes[split][:, 0].tolist() == (faces % 2 == 0).tolist()
 
 
 def test_image_folder_archive_with_classes(fake_root, tmp_path):
@@ -128,7 +142,7 @@ def test_decoded_dataset_is_cached(fake_root, tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_and_options_list_the_valid_ones(tmp_path):
-    with pytest.raises(GenlabError, match="Valid names: mnist, fashion_mnist, cifar10"):
+    with pytest.raises(GenlabError, match="choose one of mnist, fashion_mnist, cifar10"):
         load_dataset("imagenet", tmp_path, tmp_path)
     with pytest.raises(GenlabError, match="options are: none"):
         load_dataset("mnist", tmp_path, tmp_path, crop=3)

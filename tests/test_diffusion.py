@@ -11,11 +11,12 @@ import math
 
 import pytest
 import torch
-from test_configs import SMALL_RUN, fake_data_overrides
+from helpers.models import tiny_ddpm
+from helpers.runs import SMALL_RUN, fake_data_overrides
 
-from genlab.diffusion import GaussianDiffusion, beta_schedule
-from genlab.distributions import discretized_gaussian_log_prob
 from genlab.errors import GenlabError
+from genlab.maths.diffusion import GaussianDiffusion, beta_schedule
+from genlab.maths.distributions import discretized_gaussian_log_prob
 from genlab.models.ddpm import DDPM
 from genlab.nets.unet import UNet
 
@@ -30,13 +31,6 @@ def gaussian_denoiser(diffusion: GaussianDiffusion, mu: float = MU, std: float =
         x0 = mu + a * std**2 / (alpha_bar * std**2 + 1 - alpha_bar) * (x - a * mu)
         return (x - a * x0) / s
     return model_fn
-
-
-def tiny_ddpm(**options) -> DDPM:
-    settings = dict(image_shape=(1, 16, 16), channels=8, channel_mults=(1, 2), num_res_blocks=1,
-                    attention_resolutions=(8,), dropout=0.0, sampling_steps=4)
-    settings.update(options)
-    return DDPM(**settings).eval()
 
 
 def randomize(net: torch.nn.Module, seed: int = 0) -> None:
@@ -251,15 +245,6 @@ def test_inpaint_keeps_known_pixels_and_interpolation_ends_at_the_images():
     path = model.interpolate(x[:2], x[2:], steps=5).view(2, 5, 1, 16, 16)
     assert (path[:, 0] - x[:2]).abs().max() < 0.1 and (path[:, -1] - x[2:]).abs().max() < 0.1
     assert model.denoise(x + 0.3 * torch.randn(x.shape, generator=g), 0.3).shape == x.shape
-
-
-def test_demo_tasks_give_grids():
-    model = tiny_ddpm()
-    x = torch.rand(16, 1, 16, 16) * 2 - 1
-    assert set(model.tasks()) == {"denoise", "inpaint", "interpolate", "outpaint"}
-    for task, rows in (("inpaint", 3), ("outpaint", 3), ("denoise", 3), ("interpolate", 4)):
-        images = getattr(model, f"demo_{task}")(x, None, torch.Generator().manual_seed(0))
-        assert images.shape == (rows * 8, 1, 16, 16)
 
 
 # -- bad input -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from genlab.ema import EMA
+from genlab.nets.ema import EMA
 
 
 def test_update_follows_the_formula_with_warmup():

@@ -101,7 +101,7 @@ def test_bad_input_gets_a_one_paragraph_error(tmp_path):
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
     assert_user_error(run("evaluate.py", f"ckpt_path={corrupt}"), "corrupt or truncated")
     assert_user_error(run("train.py", "data=mnist", "data.name=imagenet",
-                          f"hydra.run.dir={tmp_path / 'bad'}"), "Unknown dataset 'imagenet'")
+                          f"hydra.run.dir={tmp_path / 'bad'}"), "data.name='imagenet' is not valid")
     wrong_group = run("train.py", "model=transformer")
     assert wrong_group.returncode == 1 and "Traceback" not in wrong_group.stderr
     assert "Available options in 'model'" in wrong_group.stderr

@@ -9,22 +9,17 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from helpers.models import tiny_gan
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.errors import GenlabError
-from genlab.gan_losses import LOSSES, gan_loss, gradient_penalty, r1_penalty
+from genlab.maths.gan import LOSSES, gan_loss
+from genlab.maths.penalties import gradient_penalty, r1_penalty
 from genlab.models.gan import GAN
 from genlab.nets.augment import POLICIES, diff_augment
-
-
-def tiny_gan(**options) -> GAN:
-    """16x16 single-channel images and 8-channel nets: a training step takes milliseconds."""
-    settings = dict(image_shape=(1, 16, 16), num_classes=3, latent_dim=8, g_width=8,
-                    d_width=8, optimizer=partial(torch.optim.Adam, betas=(0.5, 0.9)))
-    settings.update(options)
-    return GAN(**settings)
+from genlab.tasks import offered, run_task
 
 
 def images(n: int = 16, seed: int = 0) -> DataLoader:
@@ -218,15 +213,17 @@ def test_samples_come_from_the_ema_generator_and_fixed_noise_gives_fixed_samples
 
 def test_interpolation_runs_between_the_two_latents():
     model = tiny_gan(conditional=True).eval()
-    z0, z1 = torch.randn(2, 8)
-    path = model.interpolate(z0, z1, steps=5, labels=torch.tensor(2))
-    ends = model.generate(torch.stack([z0, z1]), torch.tensor([2, 2]))
-    assert path.shape == (5, 1, 16, 16)
-    assert torch.allclose(path[[0, -1]], ends, atol=1e-5)
+    z0, z1 = torch.randn(2, 3, 8)
+    labels = torch.tensor([2, 0, 1])
+    rows = model.interpolate_latents(z0, z1, steps=5, labels=labels)
+    assert rows.shape == (15, 1, 16, 16)
+    rows = rows.view(3, 5, 1, 16, 16)
+    assert torch.allclose(rows[:, 0], model.generate(z0, labels), atol=1e-5)
+    assert torch.allclose(rows[:, -1], model.generate(z1, labels), atol=1e-5)
+    assert offered(model) == ["interpolate"]
     x, labels = torch.zeros(6, 1, 16, 16), torch.tensor([0, 0, 1, 1, 2, 2])
-    assert model.demo_interpolate(x, labels, torch.Generator().manual_seed(0)).shape == (
-        24, 1, 16, 16)
-    assert model.tasks() == ["interpolate"]
+    grid = run_task("interpolate", model, x, labels, torch.Generator().manual_seed(0))
+    assert grid.images.shape == (24, 1, 16, 16) and grid.nrow == 8
 
 
 def test_conditional_generator_and_discriminator_use_the_label():

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from genlab.distributions import (
+from genlab.maths.bpd import bits_per_dim, dequantized_nll
+from genlab.maths.distributions import (
     bernoulli_log_prob,
     diagonal_normal_log_prob,
     discretized_gaussian_log_prob,
@@ -15,7 +16,6 @@ from genlab.distributions import (
     gaussian_kl_standard,
     standard_normal_log_prob,
 )
-from genlab.metrics.bpd import bits_per_dim, dequantized_nll
 
 ALL_PIXEL_VALUES = (torch.arange(256).float() * 2 / 255 - 1).view(256, 1, 1, 1)
 
@@ -65,7 +65,7 @@ def test_bits_per_dim_by_hand():
 
 
 def test_slerp_keeps_the_ends_and_the_norm_and_handles_parallel_rows():
-    from genlab.distributions import slerp
+    from genlab.maths.distributions import slerp
 
     z0, z1 = torch.tensor([[3.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 3.0], [2.0, 2.0]])
     path = slerp(z0, z1, torch.linspace(0, 1, 5))

@@ -24,11 +24,10 @@ from conftest import REPO
 from PIL import Image
 
 from genlab.errors import GenlabError
+from genlab.files.images import check_image_array, load_npz
 from genlab.metrics import inception
 from genlab.metrics.classifier import accuracy, cached_classifier
-from genlab.metrics.evaluation import classifier_stats, evaluate_samples
 from genlab.metrics.fid import FeatureStats, fid_from_features, frechet_distance
-from genlab.metrics.images import check_image_array, load_npz, open_images
 from genlab.metrics.inception import (
     FIDInceptionV3,
     InceptionWeightsError,
@@ -39,7 +38,9 @@ from genlab.metrics.inception import (
 from genlab.metrics.inception_score import inception_score
 from genlab.metrics.kid import kid, kid_subset_size_for
 from genlab.metrics.precision_recall import precision_recall
+from genlab.metrics.protocol import classifier_stats, evaluate_samples
 from genlab.metrics.reference import InceptionStats, compare, reference_stats
+from genlab.metrics.sources import open_images
 from genlab.models.base import GenerativeModule
 
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights" / "pt_inception-2015-12-05-fc-zeroed.pth"
@@ -309,9 +310,23 @@ def test_bad_image_sets_are_clear_errors(tmp_path):
     with pytest.raises(GenlabError, match="1 or 3 channels"):
         load_npz(five)
     other = tmp_path / "other.npz"
-    np.savez(other, pictures=np.zeros((4, 32, 32, 3), np.uint8))
-    with pytest.raises(GenlabError, match="no array named images"):
+    np.savez(other, pictures=np.zeros((4, 32, 32, 3), np.uint8), masks=np.zeros(4, np.uint8))
+    with pytest.raises(GenlabError, match="holds no image array"):
         load_npz(other)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK\x03\x04 not an npz")
+    with pytest.raises(GenlabError, match="Cannot read .* as an .npz"):
+        load_npz(garbage)
+
+
+def test_an_npz_with_one_uint8_array_of_any_name_is_an_image_set(tmp_path):
+    path = tmp_path / "mine.npz"
+    pictures = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    np.savez(path, pictures=pictures, labels=np.arange(4))
+    images, labels = load_npz(path)
+    assert torch.equal(images, torch.from_numpy(pictures).permute(0, 3, 1, 2))
+    assert labels.tolist() == [0, 1, 2, 3]
+    assert len(open_images(path)) == 4
 
 
 def test_image_arrays_accept_the_usual_layouts():
@@ -371,7 +386,7 @@ def test_evaluate_samples_streams_and_saves_uint8(tmp_path):
                            grid_path=tmp_path / "g.png", kid_subset_size=10)
     assert set(out) >= {"fid", "kid_mean", "kid_std", "precision", "recall", "is_mean", "is_std"}
     assert out["n_a"] == 25 and out["is_mean"] == pytest.approx(1.0)
-    saved = load_npz(tmp_path / "s.npz")
+    saved, _ = load_npz(tmp_path / "s.npz")
     assert saved.shape == (25, 1, 32, 32) and (tmp_path / "g.png").is_file()
 
 
@@ -490,3 +505,52 @@ def test_configs_offer_the_fid_callback_and_evaluation_keys(compose):
     assert "fid" not in compose([]).callbacks  # off by default
     fid = compose(["ckpt_path=x.ckpt"], config_name="evaluate").fid
     assert fid.enabled and fid.num_samples == 50000 and fid.reference_split == "train"
+
+
+class ProjectionExtractor:
+    """A deterministic stand-in for the Inception extractor: 12-d features that are a fixed
+    random projection of the pixels (so equal images give equal features)."""
+
+    batch_size, precision, weights_hash, device = 8, "fp32", "1" * 64, torch.device("cpu")
+
+    def __init__(self):
+        self.projection = torch.randn(32 * 32, 12, generator=torch.Generator().manual_seed(0))
+
+    def iter_features(self, batches, total=None, desc=""):
+        for batch in batches:
+            pool = batch.float().mean(1).flatten(1) @ self.projection / 1000
+            yield pool, torch.zeros(len(batch), 10)
+
+
+def test_the_fid_callback_and_evaluate_measure_against_the_same_reference(tmp_path,
+                                                                          monkeypatch):
+    """One protocol: for the same samples, val/fid of the callback equals evaluate.py's fid,
+    and both use the whole training split, validation hold-out included."""
+    import lightning as L
+
+    from genlab.callbacks import fid as fid_callback
+    from genlab.data import ImageDataModule
+    from genlab.metrics.protocol import sample_quality
+
+    extractor = ProjectionExtractor()
+    monkeypatch.setattr(fid_callback, "FeatureExtractor", lambda *args, **kwargs: extractor)
+    monkeypatch.setattr(fid_callback, "resolve_weights", lambda weights: None)
+    data = ImageDataModule("digits", str(tmp_path), str(tmp_path), channels=1, val_size=100,
+                           test_size=150, batch_size=16)
+    callback = fid_callback.FIDCallback(every_n_epochs=1, num_samples=40, batch_size=8,
+                                        kid_subsets=3, kid_subset_size=20,
+                                        cache_dir=str(tmp_path), seed=5)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
+                        callbacks=[callback], enable_progress_bar=False, accelerator="cpu",
+                        enable_model_summary=False, enable_checkpointing=False)
+    model = NoiseGenerator()
+    trainer.fit(model, datamodule=data)
+    result = sample_quality(model, data, extractor, num_samples=40, batch_size=8, seed=5,
+                            classifier=False, kid_subsets=3, kid_subset_size=20,
+                            cache_dir=tmp_path)
+    assert result["fid"] == pytest.approx(float(trainer.callback_metrics["val/fid"]), rel=1e-6)
+    assert result["kid_mean"] == pytest.approx(float(trainer.callback_metrics["val/kid"]),
+                                               rel=1e-5)
+    assert result["reference"] == "digits:train"
+    assert result["n_reference"] == 1797 - 150  # everything but the test hold-out
+    assert len(data.splits["train"][0]) == 1797 - 150 - 100

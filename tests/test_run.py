@@ -1,14 +1,16 @@
-"""What train() guarantees around a run: NaN losses stop it, crashes close the W&B run."""
+"""What train() and evaluate() guarantee around a run: NaN losses stop it, crashes close the
+W&B run, checkpoints of earlier releases still evaluate."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_configs import SMALL_RUN, fake_data_overrides
+from conftest import REPO
+from helpers.runs import SMALL_RUN, fake_data_overrides
 
 from genlab.errors import GenlabError
 from genlab.models.vae import VAE
-from genlab.run import train
+from genlab.run import evaluate, train
 
 
 def test_nan_loss_stops_training_naming_the_step(compose, fake_root, monkeypatch):
@@ -51,3 +53,22 @@ def test_compiled_networks_match_eager_and_keep_checkpoint_keys():
     assert set(model.state_dict()) == keys
     compiled = model.sample(2, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(eager, compiled, atol=1e-5)
+
+
+@pytest.mark.parametrize("family, tasks, overrides", [
+    ("vae", ["reconstruct", "interpolate", "traversal"], ["+model.test_importance_samples=10"]),
+    ("ddpm", ["inpaint", "outpaint", "denoise", "interpolate"], []),
+    ("gan", ["interpolate"], []),
+])
+def test_checkpoints_written_before_the_layout_change_still_evaluate(family, tasks, overrides,
+                                                                      compose, tmp_path):
+    ckpt = REPO / "tests" / "fixtures" / "checkpoints" / f"{family}-53273f2.ckpt"
+    metrics = evaluate(compose([f"ckpt_path={ckpt}", "trainer=cpu", "logger=none",
+                                f"tasks=[{','.join(tasks)}]", "sample_grid=4", "fid.enabled=false",
+                                "+trainer.limit_test_batches=1",
+                                "+trainer.enable_progress_bar=false", *overrides],
+                               config_name="evaluate"))
+    assert metrics["split"] == "test" and any(key.startswith("test/") for key in metrics)
+    for task in tasks:
+        assert (tmp_path / f"{task}.png").is_file()
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "metrics.json").is_file()

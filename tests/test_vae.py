@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+from helpers.models import small_vae
 
 from genlab.errors import GenlabError
-from genlab.models.vae import VAE, elbo, importance_weighted_bound
+from genlab.maths.vae import elbo, importance_weighted_bound
+from genlab.tasks import offered
 
 
 def linear_gaussian(d_z: int = 2, d_x: int = 3, noise: float = 0.5, seed: int = 0):
@@ -48,27 +50,20 @@ def test_elbo_below_iwae_below_exact_log_likelihood_and_iwae_converges():
     assert (gaps[0] > 0.2).all() and (gaps[-1] < 0.05).all()  # and approaches log p(x)
 
 
-def small_vae(**kwargs) -> VAE:
-    options = dict(image_shape=(1, 32, 32), latent_dim=4, channels=(8, 16),
-                   test_importance_samples=8)
-    options.update(kwargs)
-    return VAE(**options)
-
-
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "logistic"])
 def test_capabilities_have_the_contract_shapes(likelihood):
     torch.manual_seed(0)
     model = small_vae(likelihood=likelihood).eval()
     x = torch.rand(5, 1, 32, 32) * 2 - 1
     assert model.sample(6).shape == (6, 1, 32, 32)
-    for images in (model.sample(6), model.reconstruct(x), model.interpolate(x[0], x[1], 7),
+    for images in (model.sample(6), model.reconstruct(x), model.interpolate(x[:2], x[2:4], 7),
                    model.latent_traversal(x[0], dims=3, steps=5)):
         assert images.min() >= -1 and images.max() <= 1
-    assert model.interpolate(x[0], x[1], 7).shape == (7, 1, 32, 32)
+    assert model.interpolate(x[:2], x[2:4], 7).shape == (14, 1, 32, 32)
     assert model.latent_traversal(x[0], dims=3, steps=5).shape == (15, 1, 32, 32)
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (5, 4)
-    assert set(model.tasks()) == {"interpolate", "reconstruct", "traversal"}
+    assert offered(model) == ["interpolate", "reconstruct", "traversal"]
 
 
 def test_fixed_generator_gives_fixed_samples():
@@ -81,9 +76,10 @@ def test_fixed_generator_gives_fixed_samples():
 def test_interpolation_ends_at_the_reconstructions():
     torch.manual_seed(0)
     model = small_vae().eval()
-    x = torch.rand(2, 1, 32, 32) * 2 - 1
-    path = model.interpolate(x[0], x[1], 5)
-    assert torch.allclose(path[[0, -1]], model.reconstruct(x), atol=1e-5)
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    rows = model.interpolate(x[:2], x[2:], 5).view(2, 5, 1, 32, 32)
+    assert torch.allclose(rows[:, 0], model.reconstruct(x[:2]), atol=1e-5)
+    assert torch.allclose(rows[:, -1], model.reconstruct(x[2:]), atol=1e-5)
 
 
 def test_latent_traversal_varies_one_dimension_per_row(monkeypatch):

@@ -7,6 +7,8 @@ import os
 
 from omegaconf import OmegaConf
 
+from genlab.files.dirs import register_resolver as register_path_resolver
+
 
 def wandb_offline() -> bool:
     """Offline unless the user is logged in to W&B (WANDB_API_KEY, or `wandb login`'s netrc
@@ -25,3 +27,4 @@ def wandb_offline() -> bool:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("wandb_offline"):
         OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
+    register_path_resolver()

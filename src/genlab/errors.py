@@ -13,9 +13,29 @@ class GenlabError(Exception):
     """An error caused by input or configuration that the user can fix."""
 
 
-def check_choice(option: str, value: str, valid: Iterable[str]) -> str:
+def yaml_repr(value) -> str:
+    """A value as it is written on the command line / in YAML (false, null, 'text')."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_choice(option: str, value, valid: Iterable):
     """`value` if it is one of `valid`, else a GenlabError naming the valid ones."""
     valid = tuple(valid)
-    if value not in valid:
-        raise GenlabError(f"{option}={value!r} is not valid; choose one of {', '.join(valid)}.")
+    if not any(type(v) is type(value) and v == value for v in valid):  # so 0 is not false
+        raise GenlabError(f"{option}={yaml_repr(value)} is not valid; choose one of "
+                          f"{', '.join(v if isinstance(v, str) else yaml_repr(v) for v in valid)}.")
     return value
+
+
+def check_choices(option: str, values: Iterable, valid: Iterable) -> list:
+    """`values` if every one is in `valid`, else a GenlabError naming the wrong and valid ones."""
+    values, valid = list(values), tuple(valid)
+    if unknown := [v for v in values if v not in valid]:
+        raise GenlabError(f"{option}={values}: {', '.join(map(str, unknown))} "
+                          f"{'is' if len(unknown) == 1 else 'are'} not valid; choose from "
+                          f"{', '.join(map(str, valid))}.")
+    return values

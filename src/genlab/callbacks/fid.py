@@ -11,7 +11,9 @@ their Inception features on its own device, and the features are gathered with e
 collective that another rank skips. Every rank then computes the same FID and KID, so logging
 needs no further synchronisation. The reference statistics (``reference_num`` images of the
 datamodule's ``reference_split``) are computed once by rank 0 and cached on disk; the other
-ranks read the cache after a barrier.
+ranks read the cache after a barrier. The reference images and their statistics are the ones
+evaluate.py uses (`genlab.metrics.protocol`), so `val/fid` and evaluate.py's `fid` agree for the
+same samples.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ import math
 import lightning as L
 import torch
 
-from genlab.metrics.evaluation import model_samples
 from genlab.metrics.fid import FeatureStats
-from genlab.metrics.images import TensorSource
 from genlab.metrics.inception import FeatureExtractor, resolve_weights
-from genlab.metrics.reference import InceptionStats, compare, reference_stats
+from genlab.metrics.protocol import model_samples, reference_statistics
+from genlab.metrics.reference import InceptionStats, compare
 
 
 class FIDCallback(L.Callback):
@@ -35,7 +36,8 @@ class FIDCallback(L.Callback):
     Args:
         every_n_epochs: measure after the validation of every N-th epoch.
         num_samples: samples per measurement (over all ranks); 5000 is the usual FID-5k.
-        reference_split: datamodule split of the reference images ('train', 'val', 'test').
+        reference_split: 'train' or 'test': the reference images of the one sample-quality
+            protocol (`ImageDataModule.reference_images`), as in evaluate.py.
         reference_num: reference images (None: the whole split).
         batch_size: samples per ``model.sample`` call.
         weights, bf16, inception_batch_size: the Inception extractor (see
@@ -66,10 +68,9 @@ class FIDCallback(L.Callback):
 
     def _reference_stats(self, trainer: L.Trainer) -> InceptionStats:
         dm = trainer.datamodule
-        source = TensorSource(dm.splits[self.reference_split][0],
-                              f"{dm.name}:{self.reference_split}", dm.name, self.reference_split)
-        return reference_stats(source, n=self.reference_num, extractor=self._extractor,
-                               cache_dir=self.cache_dir, keep_logits=False)
+        images, _ = dm.reference_images(self.reference_split)
+        return reference_statistics(dm.name, self.reference_split, images, self.reference_num,
+                                    self._extractor, self.cache_dir)
 
     def _prepare(self, trainer: L.Trainer, device: torch.device) -> None:
         if self._extractor is None:

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from genlab.images import make_grid, save_png
+from genlab.files.grid import make_grid, save_png
 
 
 def log_image(trainer: L.Trainer, key: str, array: np.ndarray, caption: str) -> None:

@@ -17,11 +17,15 @@ class DatasetArrays:
     """Images (N, C, H, W) uint8 and labels (N,) int64 for each split ('train', 'test').
 
     `classes` names the labels 0..K-1; it is empty for unlabelled data, whose labels are -1.
-    A dataset without an official test split has no 'test' entry.
+    A dataset without an official test split has no 'test' entry. Datasets with per-image
+    binary attributes (CelebA's 40) name them in `attribute_names` and hold a bool tensor
+    (N, len(attribute_names)) per split in `attributes`.
     """
 
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     classes: list[str] = field(default_factory=list)
+    attribute_names: list[str] = field(default_factory=list)
+    attributes: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from genlab.data.arrays import DatasetArrays
-from genlab.data.download import RemoteFile, ensure_files
+from genlab.files.download import RemoteFile, ensure_files
 
 ARCHIVE = RemoteFile("cifar-10-python.tar.gz",
                      "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",

@@ -11,9 +11,11 @@ import torch
 from genlab.data.arrays import UNLABELLED
 from genlab.data.datasets import load_dataset
 from genlab.data.transforms import binarize, random_flip, to_model_range
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, check_choice
+from genlab.maths.random import seeded_generator
 
 BINARIZE_MODES = ("dynamic", "static", False)
+REFERENCE_SPLITS = ("train", "test")
 
 
 class TensorBatches:
@@ -34,7 +36,7 @@ class TensorBatches:
     def _indices(self) -> torch.Tensor:
         n = len(self.images)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch_fn())
+            generator = seeded_generator(self.seed, self.epoch_fn())
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
@@ -67,6 +69,8 @@ class ImageDataModule(L.LightningDataModule):
 
     binarize: 'dynamic' draws fresh binary pixels for every training batch (val/test are
     binarized once, with `seed`); 'static' binarizes every split once; False keeps 8-bit pixels.
+    Per-image attributes (CelebA's), when the dataset has them, are in `attributes[split]`, a
+    bool tensor (N, len(attribute_names)) aligned with `splits[split]`.
     """
 
     def __init__(self, name: str, root: str, cache_dir: str, channels: int | None = None,
@@ -76,9 +80,7 @@ class ImageDataModule(L.LightningDataModule):
                  binarize: str | bool = False, dequantize: bool = False, download: bool = True,
                  verify: bool = True, seed: int = 0, **options):
         super().__init__()
-        if binarize not in BINARIZE_MODES:
-            raise GenlabError(f"data.binarize={binarize!r} is not valid; choose one of "
-                              "dynamic, static, false.")
+        check_choice("data.binarize", binarize, BINARIZE_MODES)
         self.name, self.root, self.cache_dir = name, root, cache_dir
         self.channels, self.image_size, self.options = channels, image_size, options
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -88,6 +90,8 @@ class ImageDataModule(L.LightningDataModule):
         self.expected_num_classes = num_classes
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.classes: list[str] = []
+        self.attribute_names: list[str] = []
+        self.attributes: dict[str, torch.Tensor] = {}  # split -> (N, attributes) bool
 
     def _load(self):
         return load_dataset(self.name, self.root, self.cache_dir, image_size=self.image_size,
@@ -97,6 +101,20 @@ class ImageDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         self._load()  # download and decode once, on one process
 
+    def _hold_outs(self, arrays) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                          torch.Generator]:
+        """Indices into the official training split: the test hold-out (empty when the dataset
+        has a test split), the validation hold-out and the training images; and the seeded
+        generator that drew them (it binarizes the evaluation splits next)."""
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(len(arrays.splits["train"][0]), generator=generator)
+        test_size = 0 if "test" in arrays.splits else (self.test_size or 0)
+        test, rest = order[:test_size], order[test_size:]
+        if not 0 <= self.val_size < len(rest):
+            raise GenlabError(f"data.val_size={self.val_size} must be below the {len(rest)} "
+                              f"training images of {self.name}.")
+        return test, rest[: self.val_size], rest[self.val_size :], generator
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -105,24 +123,39 @@ class ImageDataModule(L.LightningDataModule):
         if self.expected_num_classes is not None and self.expected_num_classes != len(self.classes):
             raise GenlabError(f"data.num_classes={self.expected_num_classes}, but {self.name} has "
                               f"{len(self.classes)} classes.")
-        generator = torch.Generator().manual_seed(self.seed)
         images, labels = arrays.splits["train"]
-        order = torch.randperm(len(images), generator=generator)
-        if "test" in arrays.splits:
-            test = arrays.splits["test"]
-        else:
-            test_size = self.test_size or 0
-            test, order = (images[order[:test_size]], labels[order[:test_size]]), order[test_size:]
-        if not 0 <= self.val_size < len(order):
-            raise GenlabError(f"data.val_size={self.val_size} must be below the {len(order)} "
-                              f"training images of {self.name}.")
-        val, train = order[: self.val_size], order[self.val_size :]
+        test, val, train, generator = self._hold_outs(arrays)
         self.splits = {"train": (images[train], labels[train]), "val": (images[val], labels[val]),
-                       "test": test}
+                       "test": arrays.splits.get("test", (images[test], labels[test]))}
+        self.attribute_names = arrays.attribute_names
+        if arrays.attribute_names:
+            every = arrays.attributes["train"]
+            self.attributes = {"train": every[train], "val": every[val],
+                               "test": arrays.attributes.get("test", every[test])}
         if self.binarize:
             for split, (x, y) in self.splits.items():
                 if split != "train" or self.binarize == "static":
                     self.splits[split] = (binarize(x, generator), y)
+
+    def reference_images(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real images that sample quality is measured against, with their labels: the one
+        definition that evaluate.py and the FID callback share. 'train' is the dataset's whole
+        training split in file order, the validation hold-out included (all 50,000 CIFAR-10
+        training images), less the test hold-out of a dataset without a test split; 'test' is
+        the test split. Always the 8-bit images, also when the model sees binarized ones."""
+        check_choice("fid.reference_split", split, REFERENCE_SPLITS)
+        arrays = self._load()
+        images, labels = arrays.splits["train"]
+        if split == "test" and "test" in arrays.splits:
+            return arrays.splits["test"]
+        test, _, _, _ = self._hold_outs(arrays)
+        if split == "test":
+            return images[test], labels[test]
+        if len(test):
+            keep = torch.ones(len(images), dtype=torch.bool)
+            keep[test] = False
+            return images[keep], labels[keep]
+        return images, labels
 
     @property
     def num_classes(self) -> int:

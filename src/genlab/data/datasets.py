@@ -18,23 +18,28 @@ from pathlib import Path
 import torch
 
 from genlab.data.arrays import DatasetArrays
-from genlab.data.celeba import read_celeba
+from genlab.data.celeba import ATTRIBUTES, read_celeba
 from genlab.data.cifar10 import read_cifar10
 from genlab.data.digits import read_digits
-from genlab.data.image_folder import fingerprint, read_image_folder
+from genlab.data.image_folder import read_image_folder
 from genlab.data.mnist import read_fashion_mnist, read_mnist
 from genlab.data.svhn import read_svhn
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, check_choice
+from genlab.files.atomic import atomic_write
+from genlab.files.dirs import cache_dir as default_cache_dir
+from genlab.files.dirs import data_dir as default_data_dir
+from genlab.files.images import fingerprint
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: attributes stored
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """How to read one dataset. `channels` is the native channel count; a `resizable` reader
     takes `image_size` and `channels`; one that `reads_files` takes the data folder and the
-    download/verify switches; `options` are the further keys it accepts."""
+    download/verify switches; `options` are the further keys it accepts; `fingerprint(root,
+    options)` names, for the cache key, what else the decoded arrays depend on."""
 
     read: Callable[..., DatasetArrays]
     channels: int
@@ -42,7 +47,7 @@ class DatasetSpec:
     reads_files: bool = True
     downloads: bool = True
     options: tuple[str, ...] = ()
-    fingerprint: Callable[[Path], str] | None = None
+    fingerprint: Callable[[Path, dict], str] | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -51,18 +56,19 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(read_cifar10, channels=3),
     "svhn": DatasetSpec(read_svhn, channels=3),
     "celeba": DatasetSpec(read_celeba, channels=3, resizable=True, downloads=False,
-                          options=("crop",)),
+                          options=("crop",),
+                          fingerprint=lambda root, options: str(
+                              (root / "celeba" / ATTRIBUTES.name).exists())),
     "image_folder": DatasetSpec(read_image_folder, channels=3, resizable=True, downloads=False,
-                                options=("path",), fingerprint=fingerprint),
+                                options=("path",),
+                                fingerprint=lambda root, options: fingerprint(
+                                    Path(os.path.expanduser(options["path"])))),
     "digits": DatasetSpec(read_digits, channels=1, resizable=True, reads_files=False),
 }
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise GenlabError(f"Unknown dataset '{name}'. Valid names: {', '.join(DATASETS)} "
-                          "(choose one with data=<name>).")
-    return DATASETS[name]
+    return DATASETS[check_choice("data.name", name, DATASETS)]
 
 
 def load_dataset(name: str, root: str | Path, cache_dir: str | Path, *, image_size: int = 32,
@@ -78,14 +84,14 @@ def load_dataset(name: str, root: str | Path, cache_dir: str | Path, *, image_si
         raise GenlabError(f"{name} images are {spec.channels}x32x32; data.image_size={image_size} "
                           f"and data.channels={channels} are not available for it.")
     if spec.fingerprint is not None:
-        files = Path(os.path.expanduser(options["path"]))
-        options = {**options, "fingerprint": spec.fingerprint(files)}
+        options = {**options, "fingerprint": spec.fingerprint(Path(root), options)}
     source = str(Path(root).resolve()) if spec.reads_files else None
     key = json.dumps([CACHE_VERSION, name, source, image_size, channels, sorted(options.items())])
     cache = Path(cache_dir) / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
     if cache.exists():
         stored = torch.load(cache, weights_only=True)
-        return DatasetArrays({s: tuple(v) for s, v in stored["splits"].items()}, stored["classes"])
+        return DatasetArrays({s: tuple(v) for s, v in stored["splits"].items()},
+                             stored["classes"], stored["attribute_names"], stored["attributes"])
 
     log.info("Decoding %s once into %s", name, cache)
     kwargs = {k: v for k, v in options.items() if k != "fingerprint"}
@@ -94,7 +100,10 @@ def load_dataset(name: str, root: str | Path, cache_dir: str | Path, *, image_si
     if spec.reads_files:
         kwargs.update(root=Path(root), download=download and spec.downloads, verify=verify)
     arrays = spec.read(**kwargs)
-    _atomic_torch_save({"splits": arrays.splits, "classes": arrays.classes}, cache)
+    with atomic_write(cache) as f:
+        torch.save({"splits": arrays.splits, "classes": arrays.classes,
+                    "attribute_names": arrays.attribute_names,
+                    "attributes": arrays.attributes}, f)
     return arrays
 
 
@@ -102,22 +111,11 @@ def load_split(name: str, split: str = "train", root: str | Path | None = None,
                cache_dir: str | Path | None = None, **options) -> torch.Tensor:
     """The uint8 images (N, C, H, W) of the official `split` ('train' or 'test') of a dataset.
 
-    `root` and `cache_dir` default to $GENLAB_DATA_DIR (else ./data) and $GENLAB_CACHE_DIR
-    (else ./data/cache), as in the configs.
+    `root` and `cache_dir` default to the folders of `genlab.files.dirs`, as in the configs.
     """
-    root = root or os.environ.get("GENLAB_DATA_DIR", "data")
-    cache_dir = cache_dir or os.environ.get("GENLAB_CACHE_DIR", "data/cache")
+    root = root or default_data_dir()
+    cache_dir = cache_dir or default_cache_dir()
     arrays = load_dataset(name, root, cache_dir, **options)
     if split not in arrays.splits:
         raise GenlabError(f"{name} has no '{split}' split; it has: {', '.join(arrays.splits)}.")
     return arrays.splits[split][0]
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

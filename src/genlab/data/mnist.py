@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from genlab.data.arrays import DatasetArrays
-from genlab.data.download import RemoteFile, ensure_files
 from genlab.errors import GenlabError
+from genlab.files.download import RemoteFile, ensure_files
 
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"

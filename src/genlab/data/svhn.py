@@ -12,7 +12,7 @@ import scipy.io
 import torch
 
 from genlab.data.arrays import DatasetArrays
-from genlab.data.download import RemoteFile, ensure_files
+from genlab.files.download import RemoteFile, ensure_files
 
 _URL = "http://ufldl.stanford.edu/housenumbers/"
 FILES = [

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import GenlabError
+from genlab.files.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 RECIPE_VERSION = 1
@@ -110,11 +110,6 @@ def cached_classifier(dataset: str, images: torch.Tensor, labels: torch.Tensor,
     model = train_classifier(images, labels)
     if test is not None:
         log.info("%s classifier test accuracy: %.4f", dataset, accuracy(model, *test))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        torch.save(model.state_dict(), f)
     return model

@@ -56,21 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "torch hub cache, downloaded when missing)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--cache-dir", default=None,
-                   help="feature cache (default: $GENLAB_CACHE_DIR, else ~/.cache/genlab)")
+                   help="feature cache (default: $GENLAB_CACHE_DIR, else the data folder's cache/)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return p
 
 
-def _cacheable(spec: str) -> bool:
-    from genlab.metrics.images import _DATASET_SPEC, _is_archive
-
-    return _is_archive(spec.split("::", 1)[0]) or bool(_DATASET_SPEC.match(spec))
-
-
 def run(args: argparse.Namespace) -> dict:
     from genlab.metrics.inception import FeatureExtractor
     from genlab.metrics.reference import compare, default_device, reference_stats
+    from genlab.metrics.sources import cacheable
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
     for spec, logits in ((args.path_a, args.isc), (args.path_b, False)):
         sets.append(reference_stats(spec, n=args.num, seed=args.seed, extractor=extractor,
                                     cache_dir=args.cache_dir,
-                                    use_cache=not args.no_cache and _cacheable(spec),
+                                    use_cache=not args.no_cache and cacheable(spec),
                                     keep_features=need_features, keep_logits=logits))
     result = compare(sets[0], sets[1], kid=not args.no_kid, pr=not args.no_pr, isc=args.isc,
                      kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,

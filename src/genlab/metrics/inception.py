@@ -19,12 +19,10 @@ BatchNorm folded into the convolutions (fused with the ReLU on the CPU) and opti
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -33,12 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import GenlabError
+from genlab.files.dirs import env_path
+from genlab.files.download import download as download_file
+from genlab.files.download import file_digest
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                "weights-inception-2015-12-05-6726825d.pth")
 WEIGHTS_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
+WEIGHTS_SHA256_PREFIX = "6726825d"  # the digest prefix in the file name
 WEIGHTS_ENV = "GENLAB_INCEPTION_WEIGHTS"
 INPUT_SIZE = 299
 POOL_DIM = 2048
@@ -335,37 +337,11 @@ def _missing_weights_message(path: Path, reason: str) -> str:
             "2015-12-05 graph (the one FID is defined with).")
 
 
-def download_weights(path: Path, url: str = WEIGHTS_URL, timeout: float = 60.0) -> Path:
-    """Download the weights to ``path`` atomically: into ``<path>.part``, checked against the
-    SHA-256 prefix in the file name, then renamed; no partial file is left behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f"{path.name}.{os.getpid()}.part")
-    log.info("Downloading the FID Inception weights from %s to %s", url, path)
-    digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as f:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                f.write(chunk)
-        expected = WEIGHTS_FILENAME.rsplit("-", 1)[1].split(".")[0]
-        if url == WEIGHTS_URL and not digest.hexdigest().startswith(expected):
-            raise InceptionWeightsError(
-                f"The downloaded weights from {url} have SHA-256 {digest.hexdigest()}, not "
-                f"{expected}...; the download was corrupted. Try again, or download it yourself "
-                f"and set {WEIGHTS_ENV}.")
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-    return path
-
-
 def resolve_weights(weights: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The weight file to use: ``weights``, else $GENLAB_INCEPTION_WEIGHTS, else the torch hub
     cache file (downloaded there when missing and ``download``)."""
-    if weights is None:
-        weights = os.environ.get(WEIGHTS_ENV) or None
-    if weights is not None:
-        path = Path(weights).expanduser()
+    path = Path(weights).expanduser() if weights is not None else env_path(WEIGHTS_ENV)
+    if path is not None:
         if not path.is_file():
             raise InceptionWeightsError(_missing_weights_message(path, f"{path} does not exist"))
         return path
@@ -375,26 +351,10 @@ def resolve_weights(weights: str | os.PathLike | None = None, download: bool = T
     if not download:
         raise InceptionWeightsError(_missing_weights_message(path, f"{path} does not exist"))
     try:
-        return download_weights(path)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        return download_file(WEIGHTS_URL, path, sha256_prefix=WEIGHTS_SHA256_PREFIX)
+    except (urllib.error.URLError, OSError, TimeoutError, GenlabError) as e:
         raise InceptionWeightsError(_missing_weights_message(
             path, f"{path} does not exist and downloading it failed: {e}")) from e
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (memoised by path, size and mtime)."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def load_inception(weights: str | os.PathLike | None = None, download: bool = True
@@ -452,7 +412,7 @@ class FeatureExtractor:
     @property
     def weights_hash(self) -> str:
         """SHA-256 of the weight file (part of every cache key)."""
-        return file_sha256(self.weights_path)
+        return file_digest(self.weights_path, "sha256")
 
     @property
     def precision(self) -> str:

@@ -25,23 +25,20 @@ import numpy as np
 import torch
 
 from genlab.errors import GenlabError
+from genlab.files.atomic import atomic_write
+from genlab.files.dirs import cache_dir as default_cache_dir
+from genlab.files.download import file_digest
+from genlab.files.images import ImageSource
 from genlab.metrics.fid import FeatureStats, frechet_distance
-from genlab.metrics.images import ImageSource, open_images
-from genlab.metrics.inception import FeatureExtractor, file_sha256, resolve_weights
+from genlab.metrics.inception import FeatureExtractor, resolve_weights
 from genlab.metrics.inception_score import inception_score
 from genlab.metrics.kid import kid as kernel_inception_distance
 from genlab.metrics.kid import kid_subset_size_for
 from genlab.metrics.precision_recall import precision_recall
+from genlab.metrics.sources import open_images
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
-CACHE_ENV = "GENLAB_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    """$GENLAB_CACHE_DIR, else ~/.cache/genlab."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "genlab")
-
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -63,23 +60,16 @@ class InceptionStats:
     meta: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
-        """Write to an .npz atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write to an .npz atomically."""
         arrays = {"mu": self.mu, "sigma": self.sigma, "n": np.int64(self.n),
                   "meta": np.array(json.dumps(self.meta))}
         if self.features is not None:
             arrays["features"] = self.features
         if self.logits is not None:
             arrays["logits"] = self.logits
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> InceptionStats:
@@ -98,7 +88,7 @@ def extract_stats(images, extractor: FeatureExtractor, *, n: int | None = None, 
                   keep_features: bool = True, keep_logits: bool = False,
                   meta: dict | None = None) -> InceptionStats:
     """Inception statistics of ``images``: an image-set spec or :class:`ImageSource` (see
-    :func:`genlab.metrics.images.open_images`; ``n`` images drawn with ``seed``), a uint8
+    :func:`genlab.metrics.sources.open_images`; ``n`` images drawn with ``seed``), a uint8
     tensor (N, C, H, W), or any iterable of uint8 batches (streamed; ``n`` must be None).
 
     The mean and covariance are accumulated batch by batch in float64; features and logits are
@@ -137,7 +127,7 @@ def reference_stats(source, *, n: int | None = None, seed: int = 0,
                     **dataset_options) -> InceptionStats:
     """Inception statistics of a reference image set, from the cache when present.
 
-    ``source`` is anything :func:`~genlab.metrics.images.open_images` takes (``cifar10:train``,
+    ``source`` is anything :func:`~genlab.metrics.sources.open_images` takes (``cifar10:train``,
     a folder, an archive, an .npz; ``dataset_options`` go to ``load_split``). ``n`` images (all
     by default) are drawn with ``seed``. Without an ``extractor``, one is built from
     ``weights``/``device``/``batch_size``/``bf16`` only when the statistics must be computed."""
@@ -146,7 +136,8 @@ def reference_stats(source, *, n: int | None = None, seed: int = 0,
     if extractor is not None:
         weights_hash, precision = extractor.weights_hash, extractor.precision
     else:
-        weights_hash, precision = file_sha256(resolve_weights(weights)), "bf16" if bf16 else "fp32"
+        weights_hash = file_digest(resolve_weights(weights), "sha256")
+        precision = "bf16" if bf16 else "fp32"
     subset = len(indices) != len(src)
     key = {"version": CACHE_VERSION, "source": src.fingerprint(), "name": src.name,
            "split": src.split, "shape": list(src.shape), "n": len(indices),

@@ -6,24 +6,23 @@
   them). All noise is drawn from `generator` when given, so a fixed generator gives fixed
   samples.
 - Likelihood families (`has_likelihood = True`) log a per-image NLL as `<stage>/nll_nats` and
-  `<stage>/bpd` through `log_nll`, on the 8-bit scale of `genlab.metrics.bpd`.
+  `<stage>/bpd` through `log_nll`, on the 8-bit scale of `genlab.maths.bpd`.
 - Optional capabilities are plain methods where the family supports them: `reconstruct`,
   `encode`/`decode`, `interpolate`, `latent_traversal`, `inpaint`, `denoise`, ...
-- Each capability that evaluate.py can show is a method `demo_<task>(x, labels, generator)`
-  that takes a batch of real images in [-1, 1] and returns images for a grid; `tasks()` lists
-  them, and `python evaluate.py tasks=[<task>,...]` writes `<task>.png` for each.
+- The tasks of `genlab.tasks` (reconstruct, interpolate, inpaint, ...) run on any model that
+  has the capability they need; `python evaluate.py tasks=[<task>,...]` runs them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 import lightning as L
 import torch
 
 from genlab.errors import GenlabError
-from genlab.metrics.bpd import bits_per_dim
+from genlab.maths.bpd import bits_per_dim
 
 
 class GenerativeModule(L.LightningModule):
@@ -36,9 +35,10 @@ class GenerativeModule(L.LightningModule):
                  monitor: str = "val/loss", monitor_mode: str = "min"):
         super().__init__()
         if conditional and not num_classes:
-            raise GenlabError("model.conditional=true needs a labelled dataset (num_classes > 0); "
-                              "this data has no classes. Use a labelled dataset, class "
-                              "sub-folders for data=image_folder, or model.conditional=false.")
+            raise GenlabError("model.conditional=true needs a labelled dataset (a class for every "
+                              "image), but this data is unlabelled (no classes). Use labelled "
+                              "data (class sub-folders for data=image_folder) or "
+                              "model.conditional=false.")
         self.image_shape = tuple(image_shape)
         self.num_classes, self.conditional = num_classes, conditional
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -52,10 +52,6 @@ class GenerativeModule(L.LightningModule):
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
-
-    def tasks(self) -> list[str]:
-        """The names of the demo_<task> methods this model offers."""
-        return sorted(name[5:] for name in dir(type(self)) if name.startswith("demo_"))
 
     def grid_labels(self, n: int) -> torch.Tensor | None:
         """Labels for a sample grid: every class in turn for conditional models."""
@@ -87,10 +83,16 @@ class GenerativeModule(L.LightningModule):
                               "Lower the learning rate, clip gradients "
                               "(trainer.gradient_clip_val=1.0) or use precision=32.")
 
-    def configure_optimizers(self):
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter], **overrides
+                       ) -> torch.optim.Optimizer:
+        """model.optimizer over `params` (with `overrides`, e.g. a learning rate)."""
         if self.optimizer_factory is None:
-            raise GenlabError("model.optimizer is not set.")
-        optimizer = self.optimizer_factory(params=self.parameters())
+            raise GenlabError("model.optimizer is not set: give it, e.g. "
+                              "model.optimizer._target_=torch.optim.Adam.")
+        return self.optimizer_factory(params=params, **overrides)
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

@@ -1,6 +1,6 @@
 """Denoising diffusion probabilistic model (Ho et al. 2020) with DDIM sampling (Song et al.
 2020), classifier-free guidance (Ho & Salimans 2021), an EMA of the weights and the variational
-bound as its likelihood. The maths lives in `genlab.diffusion`, the network in
+bound as its likelihood. The maths lives in `genlab.maths.diffusion`, the network in
 `genlab.nets.unet`.
 
 Training minimises sum_t w_t || f_theta(x_t, t) - target ||^2 with t ~ U{0..T-1},
@@ -14,17 +14,17 @@ from collections.abc import Iterator
 
 import torch
 
-from genlab.diffusion import (
+from genlab.errors import GenlabError, check_choice
+from genlab.maths.diffusion import (
     SAMPLERS,
     VARIANCES,
     WEIGHTINGS,
     GaussianDiffusion,
     ModelFn,
 )
-from genlab.distributions import slerp
-from genlab.ema import EMA
-from genlab.errors import GenlabError, check_choice
+from genlab.maths.distributions import slerp
 from genlab.models.base import GenerativeModule
+from genlab.nets.ema import EMA
 from genlab.nets.unet import UNet
 
 
@@ -273,36 +273,3 @@ class DDPM(GenerativeModule):
         images = self._reverse(path, row_labels, None, sampler="ddim",
                                steps=ddim_steps or self.sampling_steps, eta=0.0, clip=False)
         return images.clamp(-1, 1)
-
-    # -- demos for evaluate.py tasks=[...] ---------------------------------------------------
-    def _centre_mask(self, x: torch.Tensor, keep_centre: bool) -> torch.Tensor:
-        size = self.image_shape[1]
-        mask = torch.zeros(1, 1, size, size, device=x.device)
-        mask[..., size // 4:3 * size // 4, size // 4:3 * size // 4] = 1
-        return mask if keep_centre else 1 - mask
-
-    def _demo_fill(self, x, labels, generator, keep_centre: bool) -> torch.Tensor:
-        x, labels = x[:8], None if labels is None else labels[:8]
-        mask = self._centre_mask(x, keep_centre)
-        filled = self.inpaint(x, mask, labels, generator)
-        return torch.cat([x * mask, filled, x])
-
-    def demo_inpaint(self, x, labels=None, generator=None) -> torch.Tensor:
-        """Rows: images with the centre removed, the centre inpainted, the originals."""
-        return self._demo_fill(x, labels, generator, keep_centre=False)
-
-    def demo_outpaint(self, x, labels=None, generator=None) -> torch.Tensor:
-        """Rows: the centres kept, the border generated around them, the originals."""
-        return self._demo_fill(x, labels, generator, keep_centre=True)
-
-    def demo_denoise(self, x, labels=None, generator=None, sigma: float = 0.3) -> torch.Tensor:
-        """Rows: originals, with Gaussian noise of std `sigma` added, denoised."""
-        x, labels = x[:8], None if labels is None else labels[:8]
-        noisy = x + sigma * torch.randn(x.shape, device=x.device, generator=generator)
-        return torch.cat([x, noisy.clamp(-1, 1), self.denoise(noisy, sigma, labels, generator)])
-
-    def demo_interpolate(self, x, labels=None, generator=None, steps: int = 8) -> torch.Tensor:
-        """Rows of `steps` images between image pairs (0, 1), (2, 3), ... (up to 4 pairs)."""
-        pairs = min(len(x) // 2, 4)
-        first = None if labels is None else labels[0:2 * pairs:2]
-        return self.interpolate(x[0:2 * pairs:2], x[1:2 * pairs:2], steps, first)

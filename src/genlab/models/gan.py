@@ -3,12 +3,12 @@ a discriminator D(x) trained as a two-player game, with no likelihood.
 
     min_G max_D  E_x[log sigmoid D(x)] + E_z[log(1 - sigmoid D(G(z)))]
 with G trained on the non-saturating -log sigmoid D(G(z)) instead, or the Wasserstein (with
-gradient penalty) and hinge games of `genlab.gan_losses`. One training step (one batch) is
+gradient penalty) and hinge games of `genlab.maths.gan`. One training step (one batch) is
 n_critic discriminator updates, each on its own 1/n_critic slice of the batch, then one
 generator update (Lightning manual optimization). Lightning's global_step counts every
 optimizer step, so
     trainer.max_steps = (n_critic + 1) x generator steps.
-The generator's exponential moving average (`genlab.ema.EMA`) makes the samples and the
+The generator's exponential moving average (`genlab.nets.ema.EMA`) makes the samples and the
 evaluation when `ema_decay` is set.
 
 Mixed precision: every backward goes through `manual_backward` and every update through the
@@ -26,12 +26,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from genlab.distributions import slerp
-from genlab.ema import EMA
 from genlab.errors import GenlabError, check_choice
-from genlab.gan_losses import gan_loss, gradient_penalty, r1_penalty
+from genlab.maths.distributions import slerp
+from genlab.maths.gan import gan_loss
+from genlab.maths.penalties import gradient_penalty, r1_penalty
+from genlab.maths.random import seeded_generator
 from genlab.models.base import GenerativeModule
 from genlab.nets.augment import check_policies, diff_augment
+from genlab.nets.ema import EMA
 from genlab.nets.gan import (
     DCGANDiscriminator,
     DCGANGenerator,
@@ -110,11 +112,8 @@ class GAN(GenerativeModule):
     def configure_optimizers(self):
         """Adam (or model.optimizer) for G at lr_g and for D at lr_d (TTUR, Heusel et al.
         2017); the scheduler, when set, is stepped once per generator step for both."""
-        if self.optimizer_factory is None:
-            raise GenlabError("model.optimizer is not set.")
-        optimizers = [self.optimizer_factory(params=self.generator.parameters(), lr=self.lr_g),
-                      self.optimizer_factory(params=self.discriminator.parameters(),
-                                             lr=self.lr_d)]
+        optimizers = [self.make_optimizer(self.generator.parameters(), lr=self.lr_g),
+                      self.make_optimizer(self.discriminator.parameters(), lr=self.lr_d)]
         if self.scheduler_factory is None:
             return optimizers
         return optimizers, [self.scheduler_factory(optimizer=opt) for opt in optimizers]
@@ -122,8 +121,7 @@ class GAN(GenerativeModule):
     def _step_generator(self, generator_step: int) -> torch.Generator:
         """All of a training step's noise comes from (seed, generator step), so a resumed run
         draws exactly what the uninterrupted run would have drawn."""
-        return torch.Generator(device=self.device).manual_seed(
-            self.seed * 1_000_003 + generator_step)
+        return seeded_generator(self.seed, generator_step, device=self.device)
 
     def _discriminator_step(self, optimizer, real: torch.Tensor, labels: torch.Tensor | None,
                             rng: torch.Generator) -> dict[str, torch.Tensor]:
@@ -243,19 +241,10 @@ class GAN(GenerativeModule):
         """G(z) for z ~ N(0, I)."""
         return self.generate(self.latents(n, generator), labels)
 
-    def interpolate(self, z0: torch.Tensor, z1: torch.Tensor, steps: int = 8,
-                    labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images along the great circle between two latents: (steps, C, H, W)."""
+    def interpolate_latents(self, z0: torch.Tensor, z1: torch.Tensor, steps: int = 8,
+                            labels: torch.Tensor | None = None) -> torch.Tensor:
+        """For pairs of latents (B, latent_dim): images along the great circle between them;
+        (B * steps, C, H, W), one row of `steps` images per pair."""
         t = torch.linspace(0, 1, steps, device=z0.device)
-        return self.generate(slerp(z0[None], z1[None], t)[0],
-                             None if labels is None else labels.view(1).expand(steps))
-
-    def demo_interpolate(self, x, labels=None, generator=None, steps: int = 8) -> torch.Tensor:
-        """A GAN has no encoder: one row of `steps` images between two random latents for each
-        pair of the given images (the images only set the number of rows and, for a
-        conditional model, each row's class)."""
-        rows = []
-        for i in range(0, min(len(x), 16) - 1, 2):
-            z0, z1 = self.latents(2, generator)
-            rows.append(self.interpolate(z0, z1, steps, None if labels is None else labels[i]))
-        return torch.cat(rows)
+        return self.generate(slerp(z0, z1, t).flatten(0, 1),
+                             None if labels is None else labels.repeat_interleave(steps))

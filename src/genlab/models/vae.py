@@ -1,62 +1,27 @@
 """Variational autoencoder (Kingma & Welling 2014) with an importance-weighted test bound
-(Burda et al. 2016).
-
-    ELBO(x)  = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))                       <= log p(x)
-    L_K(x)   = E[log (1/K) sum_k p(x, z_k) / q(z_k|x)],  z_k ~ q(z|x)            <= log p(x)
-with ELBO = L_1 <= L_K <= L_{K+1} -> log p(x) as K grows. Training maximises
+(Burda et al. 2016); the bounds are in `genlab.maths.vae`. Training maximises
 E[log p(x|z)] - beta * KL (beta = 1 is the ELBO; beta > 1 is the beta-VAE of Higgins et al.).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.distributions import (
+from genlab.errors import GenlabError, check_choice
+from genlab.maths.distributions import (
     bernoulli_log_prob,
-    diagonal_normal_log_prob,
     discretized_gaussian_log_prob,
     discretized_logistic_log_prob,
-    gaussian_kl_standard,
-    standard_normal_log_prob,
 )
-from genlab.errors import GenlabError, check_choice
+from genlab.maths.vae import elbo, importance_weighted_bound
 from genlab.models.base import GenerativeModule
 from genlab.nets.conv import ConvDecoder, ConvEncoder
 
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
-
-
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n: int | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """z = mu + sigma * eps; with `n`, n samples stacked in front: (n, B, L)."""
-    shape = mu.shape if n is None else (n, *mu.shape)
-    eps = torch.randn(shape, device=mu.device, dtype=mu.dtype, generator=generator)
-    return mu + (0.5 * logvar).exp() * eps
-
-
-def elbo(mu: torch.Tensor, logvar: torch.Tensor,
-         log_likelihood: Callable[[torch.Tensor], torch.Tensor]
-         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-sample reconstruction term log p(x|z) and the analytic KL, per image."""
-    return log_likelihood(reparameterize(mu, logvar)), gaussian_kl_standard(mu, logvar)
-
-
-def importance_weighted_bound(mu: torch.Tensor, logvar: torch.Tensor,
-                              log_likelihood: Callable[[torch.Tensor], torch.Tensor], k: int,
-                              chunk: int) -> torch.Tensor:
-    """L_K per image. `log_likelihood` maps z of shape (n, B, L) to log p(x|z) of shape (n, B);
-    the K samples are drawn `chunk` at a time."""
-    log_weights = []
-    for start in range(0, k, chunk):
-        z = reparameterize(mu, logvar, n=min(chunk, k - start))
-        log_weights.append(log_likelihood(z) + standard_normal_log_prob(z)
-                           - diagonal_normal_log_prob(z, mu, logvar))
-    return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)
 
 
 class VAE(GenerativeModule):
@@ -160,26 +125,27 @@ class VAE(GenerativeModule):
         self.log("train/elbo", -(rec + kl).mean(), prog_bar=True)
         return loss
 
-    def _evaluate(self, batch, stage: str) -> torch.Tensor:
-        x, labels = batch
-        labels = self.condition(labels)
-        rec, kl = self.negative_elbo(x, labels)
-        neg_elbo = rec + kl
-        self.log_dict({f"{stage}/loss": (rec + self.beta * kl).mean(),
-                       f"{stage}/elbo": -neg_elbo.mean(), f"{stage}/kl": kl.mean()}, sync_dist=True)
-        return neg_elbo
-
-    def validation_step(self, batch, batch_idx):
-        self.log_nll("val", self._evaluate(batch, "val"))
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+    def _evaluate(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log the loss, ELBO and KL; return the posterior (mu, logvar) and -ELBO per image."""
         x, labels = batch
         labels = self.condition(labels)
         mu, logvar = self.encode(x, labels)
-        k = self.test_importance_samples
+        log_px, kl = elbo(mu, logvar, self._log_likelihood_fn(x, labels))
+        neg_elbo = kl - log_px
+        self.log_dict({f"{stage}/loss": (self.beta * kl - log_px).mean(),
+                       f"{stage}/elbo": -neg_elbo.mean(), f"{stage}/kl": kl.mean()}, sync_dist=True)
+        return mu, logvar, neg_elbo
+
+    def validation_step(self, batch, batch_idx):
+        self.log_nll("val", self._evaluate(batch, "val")[2])
+
+    def test_step(self, batch, batch_idx):
+        mu, logvar, _ = self._evaluate(batch, "test")
+        x, labels = batch
         chunk = max(1, self.importance_batch // len(x))
-        bound = importance_weighted_bound(mu, logvar, self._log_likelihood_fn(x, labels), k, chunk)
+        log_likelihood = self._log_likelihood_fn(x, self.condition(labels))
+        bound = importance_weighted_bound(mu, logvar, log_likelihood,
+                                          self.test_importance_samples, chunk)
         self.log_nll("test", -bound)
 
     # -- capabilities ------------------------------------------------------------------------
@@ -198,13 +164,15 @@ class VAE(GenerativeModule):
     @torch.no_grad()
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images along the straight line between two posterior means: (steps, C, H, W)."""
-        pair = torch.stack([x0, x1])
-        pair_labels = None if labels is None else labels.expand(2)
-        mu = self.encode(pair, pair_labels)[0]
-        t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
-        z = (1 - t) * mu[0] + t * mu[1]
-        return self.mean_image(self.decode(z, None if labels is None else labels.expand(steps)))
+        """For pairs of images (B, C, H, W): images along the straight line between their
+        posterior means; (B * steps, C, H, W), one row of `steps` images per pair."""
+        b = len(x0)
+        pair_labels = None if labels is None else labels.repeat(2)
+        mu = self.encode(torch.cat([x0, x1]), pair_labels)[0]
+        t = torch.linspace(0, 1, steps, device=mu.device)[None, :, None]
+        z = (1 - t) * mu[:b, None] + t * mu[b:, None]
+        row_labels = None if labels is None else labels.repeat_interleave(steps)
+        return self.mean_image(self.decode(z.flatten(0, 1), row_labels))
 
     @torch.no_grad()
     def latent_traversal(self, x: torch.Tensor | None = None, dims: int | None = None,
@@ -221,18 +189,3 @@ class VAE(GenerativeModule):
             z[d, :, d] = values
         row_labels = None if labels is None else labels.view(1).expand(dims * steps)
         return self.mean_image(self.decode(z.view(dims * steps, -1), row_labels))
-
-    # -- demos for evaluate.py tasks=[...] -------------------------------------------------
-    def demo_reconstruct(self, x, labels=None, generator=None) -> torch.Tensor:
-        """Each image followed by its reconstruction."""
-        return torch.stack([x, self.reconstruct(x, labels)], dim=1).flatten(0, 1)
-
-    def demo_interpolate(self, x, labels=None, generator=None, steps: int = 8) -> torch.Tensor:
-        """Rows of `steps` images between consecutive pairs of images."""
-        rows = [self.interpolate(x[i], x[i + 1], steps, None if labels is None else labels[i])
-                for i in range(0, min(len(x), 16) - 1, 2)]
-        return torch.cat(rows)
-
-    def demo_traversal(self, x, labels=None, generator=None) -> torch.Tensor:
-        """One row per latent dimension, varied around the first image's posterior mean."""
-        return self.latent_traversal(x[0], labels=None if labels is None else labels[0])

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from genlab.errors import GenlabError
+from genlab.errors import check_choices
 
 
 def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -62,9 +62,7 @@ POLICIES = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def check_policies(policies: Sequence[str]) -> None:
-    if unknown := [p for p in policies if p not in POLICIES]:
-        raise GenlabError(f"model.augment={list(policies)}: {', '.join(unknown)} is not a "
-                          f"DiffAugment policy; choose from {', '.join(POLICIES)}.")
+    check_choices("model.augment", policies, POLICIES)
 
 
 def diff_augment(x: torch.Tensor, policies: Sequence[str],

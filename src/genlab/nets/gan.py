@@ -20,12 +20,15 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from genlab.errors import GenlabError
+
 
 def _levels(image_size: int) -> int:
     """Number of factor-2 resolution changes between 4 x 4 and image_size x image_size."""
     levels = math.log2(image_size) - 2
     if levels < 1 or not levels.is_integer():
-        raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+        raise GenlabError(f"The GAN networks need square images whose side is a power of two of "
+                          f"at least 8 (data.image_size=32 or 64); got {image_size}.")
     return int(levels)
 
 

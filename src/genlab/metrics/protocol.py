@@ -1,7 +1,12 @@
-"""Sample quality of a generative model, streamed: the protocol evaluate.py and the FID callback
-share.
+"""The one sample-quality protocol: what evaluate.py and the FID callback measure, and against
+which images.
 
-Samples are drawn ``batch_size`` at a time, turned into uint8 exactly like real images
+Reference: `ImageDataModule.reference_images(split)`, the dataset's whole training split (all
+50,000 CIFAR-10 training images, the validation hold-out included) or its test split, always
+8-bit. Its Inception statistics are cached (`genlab.metrics.reference`).
+
+Samples are drawn ``batch_size`` at a time from a generator seeded with ``seed`` (balanced
+classes for conditional models), turned into uint8 exactly like real images
 (:func:`genlab.data.transforms.to_uint8`), passed through the Inception network (and the
 classifier of ``fid_classifier``), and dropped: only the uint8 images (for the .npz file), the
 running feature moments and the 2048-d features (for KID and precision/recall) are kept, so
@@ -11,7 +16,6 @@ running feature moments and the 2048-d features (for KID and precision/recall) a
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +23,25 @@ import numpy as np
 import torch
 
 from genlab.data.transforms import to_model_range, to_uint8
-from genlab.images import make_grid, save_png
-from genlab.metrics.classifier import SmallClassifier
+from genlab.files.atomic import atomic_write
+from genlab.files.grid import make_grid, save_png
+from genlab.files.images import TensorSource
+from genlab.metrics.classifier import SmallClassifier, cached_classifier
 from genlab.metrics.fid import FeatureStats, frechet_distance
 from genlab.metrics.inception import FeatureExtractor
-from genlab.metrics.reference import InceptionStats, compare, extract_stats
+from genlab.metrics.reference import InceptionStats, compare, extract_stats, reference_stats
 
 log = logging.getLogger(__name__)
+
+
+def reference_statistics(dataset: str, split: str, images: torch.Tensor, n: int | None,
+                         extractor: FeatureExtractor, cache_dir: str | Path | None
+                         ) -> InceptionStats:
+    """Inception statistics of ``n`` (None: all) of the reference ``images`` (from
+    ``ImageDataModule.reference_images(split)``), cached as ``<dataset>:<split>``."""
+    source = TensorSource(images, f"{dataset}:{split}", dataset, split)
+    return reference_stats(source, n=n, extractor=extractor, cache_dir=cache_dir,
+                           keep_logits=False)
 
 
 @torch.no_grad()
@@ -52,19 +68,6 @@ def classifier_stats(classifier: SmallClassifier, images: torch.Tensor,
         for i in range(0, len(images), batch_size):
             stats.update(classifier.embed(images[i:i + batch_size]))
     return stats
-
-
-def save_npz(images: np.ndarray, path: Path) -> Path:
-    """uint8 images (N, H, W, C) as ``path`` (key ``images``), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def evaluate_samples(model, reference: InceptionStats, extractor: FeatureExtractor, *,
@@ -96,7 +99,8 @@ def evaluate_samples(model, reference: InceptionStats, extractor: FeatureExtract
 
     stats = extract_stats(stream(), extractor, keep_features=True, keep_logits=isc)
     if kept is not None:
-        save_npz(kept, npz_path)
+        with atomic_write(npz_path) as f:
+            np.savez(f, images=kept)
     out = compare(stats, reference, isc=isc, kid_subsets=kid_subsets,
                   kid_subset_size=kid_subset_size)
     if classifier is not None and classifier_reference is not None:
@@ -104,3 +108,36 @@ def evaluate_samples(model, reference: InceptionStats, extractor: FeatureExtract
                                                  classifier_reference.mean,
                                                  classifier_reference.cov)
     return out
+
+
+def sample_quality(model, datamodule, extractor: FeatureExtractor, *, num_samples: int,
+                   batch_size: int, seed: int, reference_split: str = "train",
+                   reference_num: int | None = None, classifier: bool | str = "auto",
+                   kid_subsets: int = 100, kid_subset_size: int = 1000,
+                   cache_dir: str | Path | None = None, npz_path: Path | None = None,
+                   grid_path: Path | None = None) -> dict[str, float | int | str]:
+    """evaluate.py's measurement: FID, KID, IS, precision/recall (and ``fid_classifier`` for
+    1-channel labelled data when ``classifier`` is "auto", or when it is true) of
+    ``num_samples`` samples against the reference split, with ``n_samples``, ``n_reference``
+    and ``reference`` (e.g. ``cifar10:train``) in the result."""
+    images, _ = datamodule.reference_images(reference_split)
+    reference = reference_statistics(datamodule.name, reference_split, images, reference_num,
+                                     extractor, cache_dir)
+    if classifier == "auto":
+        classifier = images.shape[1] == 1 and bool(datamodule.classes)
+    cls_model = cls_reference = None
+    if classifier:
+        train = datamodule.reference_images("train")
+        cls_model = cached_classifier(datamodule.name, *train, cache_dir,
+                                      test=datamodule.reference_images("test"))
+        cls_reference = classifier_stats(cls_model, images)
+    model.to(extractor.device).eval()
+    log.info("Sample quality: %d samples against %s:%s (%d images)", num_samples,
+             datamodule.name, reference_split, reference.n)
+    result = evaluate_samples(
+        model, reference, extractor, num_samples=num_samples, batch_size=batch_size, seed=seed,
+        classifier=cls_model, classifier_reference=cls_reference, kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size, npz_path=npz_path, grid_path=grid_path)
+    result.update(n_samples=result.pop("n_a"), n_reference=result.pop("n_b"),
+                  reference=f"{datamodule.name}:{reference_split}")
+    return result

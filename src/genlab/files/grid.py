@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 
 from genlab.data.transforms import to_uint8
+from genlab.files.atomic import atomic_write
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -29,10 +29,7 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
-    """Write an image array atomically (a reader never sees half a PNG)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    """Write an image array as a PNG file, atomically."""
+    with atomic_write(path) as f:
+        Image.fromarray(array).save(f, format="PNG")
+    return Path(path)

@@ -24,8 +24,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from genlab.distributions import discretized_gaussian_log_prob, normal_kl
 from genlab.errors import GenlabError, check_choice
+from genlab.maths.distributions import discretized_gaussian_log_prob, normal_kl
+from genlab.maths.random import randn_like
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "x0", "v")
@@ -320,7 +321,3 @@ class GaussianDiffusion(nn.Module):
             total = total + (values.view(len(t), b) * weights[start:start + rows, None]).sum(0)
         return total
 
-
-def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn from `generator` when given."""
-    return torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)

@@ -84,7 +84,7 @@ def png_bytes(array_chw: np.ndarray) -> bytes:
 
 def write_celeba(root: Path) -> None:
     """img_align_celeba.zip of 178x218 JPEG-free PNG-encoded faces named like the originals,
-    and list_eval_partition.txt (0 train, 1 valid, 2 test)."""
+    list_eval_partition.txt (0 train, 1 valid, 2 test) and list_attr_celeba.txt."""
     folder = root / "celeba"
     folder.mkdir(parents=True, exist_ok=True)
     n = N_TRAIN + N_TEST
@@ -97,6 +97,10 @@ def write_celeba(root: Path) -> None:
             archive.writestr(f"img_align_celeba/{name}", png_bytes(face))
             lines.append(f"{name} {partition[i]}")
     (folder / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    attributes = [f"{n}", "Smiling Young"]  # two of CelebA's 40: on for even / odd images
+    attributes += [f"{i + 1:06d}.jpg {1 if i % 2 == 0 else -1} {1 if i % 2 else -1}"
+                   for i in range(n)]
+    (folder / "list_attr_celeba.txt").write_text("\n".join(attributes) + "\n")
 
 
 def write_image_folder_tar(path: Path, classes: tuple[str, ...] = ("cats", "dogs"),

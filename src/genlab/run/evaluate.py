@@ -1,0 +1,147 @@
+"""evaluate.py: rebuild a run from its checkpoint; test metrics, sample quality and tasks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from genlab.callbacks.config import CONFIG_KEY
+from genlab.config import register_resolvers
+from genlab.errors import GenlabError, check_choice
+from genlab.files.atomic import atomic_write
+from genlab.files.grid import make_grid, save_png
+from genlab.run.build import build_data_and_model
+from genlab.run.checkpoint import load_checkpoint
+from genlab.run.layout import RunLayout
+from genlab.run.loggers import build_loggers, close_wandb
+from genlab.tasks import check_tasks, run_task
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float | str]:
+    """Rebuild model and data from the checkpoint's config, run the test metrics on
+    `cfg.split`, measure sample quality (cfg.fid: FID, KID, IS, precision/recall against the
+    reference split), run cfg.tasks, write metrics.json to the run directory and log to the
+    loggers."""
+    check_choice("split", cfg.split, ("test", "val"))
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    stored = OmegaConf.create(checkpoint[CONFIG_KEY])
+    stored.data.root, stored.data.cache_dir = cfg.paths.data_dir, cfg.paths.cache_dir
+    with open_dict(cfg):
+        cfg.data = OmegaConf.merge(stored.data, cfg.get("data") or {})
+        cfg.model = OmegaConf.merge(stored.model, cfg.get("model") or {})
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build_data_and_model(cfg)
+    check_tasks(cfg.get("tasks") or [], model)
+    fid_cfg = cfg.get("fid") or {}
+    extractor = _inception(fid_cfg) if fid_cfg.get("enabled") else None  # fail before testing
+
+    failed = True
+    try:
+        loggers = build_loggers(cfg)
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[],
+                              enable_checkpointing=False)
+        stage = "test_step" if cfg.split == "test" else "validation_step"
+        if is_overridden(stage, model):
+            run = trainer.test if cfg.split == "test" else trainer.validate
+            results = run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)[0]
+        else:  # a family without test metrics: only the sample metrics below
+            model.load_state_dict(checkpoint["state_dict"])
+            results = {}
+        metrics: dict[str, float | str] = {k: float(v) for k, v in results.items()}
+        if model.has_likelihood and f"{cfg.split}/bpd" in metrics:
+            metrics["bpd"] = metrics[f"{cfg.split}/bpd"]
+        metrics.update(ckpt_path=str(Path(cfg.ckpt_path).resolve()), split=cfg.split)
+        layout = RunLayout(Path(cfg.paths.output_dir))
+        metrics.update(_samples_and_tasks(cfg, model.eval(), datamodule, layout.root))
+        if extractor is not None:
+            metrics.update(_sample_quality(cfg, fid_cfg, model, datamodule, extractor, layout))
+        with atomic_write(layout.metrics, "w") as f:
+            f.write(json.dumps(metrics, indent=2) + "\n")
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(metrics)
+        log.info("metrics: %s", metrics)
+        failed = False
+        return metrics
+    finally:
+        close_wandb(failed)
+
+
+def _inception(fid_cfg: DictConfig):
+    """The FID Inception extractor of cfg.fid; missing weights are an error that also says how
+    to turn the sample metrics off."""
+    from genlab.metrics.inception import FeatureExtractor, InceptionWeightsError
+    from genlab.metrics.reference import default_device
+
+    if fid_cfg.num_samples < 10:
+        raise GenlabError(f"fid.num_samples={fid_cfg.num_samples}: the Inception Score splits "
+                          "the samples into 10 parts, so at least 10 are needed (50000 is the "
+                          "standard protocol).")
+    try:
+        return FeatureExtractor(fid_cfg.get("weights"),
+                                device=fid_cfg.get("device") or default_device(),
+                                batch_size=fid_cfg.inception_batch_size, bf16=fid_cfg.bf16)
+    except InceptionWeightsError as err:
+        raise GenlabError(f"{err} To evaluate without FID/KID/IS, pass fid.enabled=false."
+                          ) from None
+
+
+def _sample_quality(cfg: DictConfig, fid_cfg: DictConfig, model, datamodule, extractor,
+                    layout: RunLayout) -> dict[str, float | int | str]:
+    """cfg.fid's sample-quality protocol (genlab.metrics.protocol); the samples go to
+    samples.npz (uint8) and fid_samples.png."""
+    from genlab.metrics.protocol import sample_quality
+
+    for key in ("sampler", "sampling_steps"):
+        if fid_cfg.get(key) is not None:
+            if not isinstance(getattr(model, key, None), (str, int)):
+                raise GenlabError(f"fid.{key}={fid_cfg[key]} is set, but this model has no "
+                                  f"{key} setting (only diffusion models do); remove it.")
+            setattr(model, key, fid_cfg[key])
+    result = sample_quality(
+        model, datamodule, extractor, num_samples=fid_cfg.num_samples,
+        batch_size=fid_cfg.batch_size, seed=cfg.seed, reference_split=fid_cfg.reference_split,
+        reference_num=fid_cfg.get("reference_num"), classifier=fid_cfg.get("classifier", "auto"),
+        kid_subsets=fid_cfg.kid_subsets, kid_subset_size=fid_cfg.kid_subset_size,
+        cache_dir=cfg.paths.cache_dir,
+        npz_path=layout.root / "samples.npz" if fid_cfg.save_npz else None,
+        grid_path=layout.root / "fid_samples.png")
+    if isinstance(getattr(model, "sampler", None), str):
+        result.update(sampler=model.sampler, sampling_steps=model.sampling_steps)
+    return result
+
+
+def _samples_and_tasks(cfg: DictConfig, model, datamodule, output_dir: Path
+                       ) -> dict[str, float]:
+    """samples.png from fixed noise, and <task>.png with task/<task>/<metric> numbers for each
+    of cfg.tasks, on the first 16 images of the evaluated split."""
+    def generator() -> torch.Generator:
+        return torch.Generator(device=model.device).manual_seed(cfg.seed)
+
+    if n := cfg.get("sample_grid"):
+        with torch.no_grad():
+            images = model.sample(n, labels=model.grid_labels(n), generator=generator())
+        save_png(make_grid(images), output_dir / "samples.png")
+    metrics = {}
+    tasks = list(cfg.get("tasks") or [])
+    if not tasks:
+        return metrics
+    images, labels = datamodule.splits[cfg.split]
+    x = datamodule.to_model_input(images[:16].to(model.device), train=False)
+    labels = labels[:16].to(model.device) if model.conditional else None
+    for name in tasks:
+        result = run_task(name, model, x, labels, generator())
+        save_png(make_grid(result.images, nrow=result.nrow), output_dir / f"{name}.png")
+        metrics.update({f"task/{name}/{key}": value for key, value in result.metrics.items()})
+    return metrics

@@ -1,0 +1,63 @@
+"""Tasks run on any model with the capability they need and return grids and metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers.models import small_vae, tiny_ddpm, tiny_gan
+
+from genlab.errors import GenlabError
+from genlab.tasks import TASKS, offered, run_task
+from genlab.tasks.base import image_quality
+
+
+def test_each_family_offers_the_tasks_of_its_capabilities():
+    assert offered(small_vae()) == ["interpolate", "reconstruct", "traversal"]
+    assert offered(tiny_ddpm()) == ["denoise", "inpaint", "interpolate", "outpaint"]
+    assert offered(tiny_gan()) == ["interpolate"]
+
+
+@pytest.mark.parametrize("name, rows", [("inpaint", 3), ("outpaint", 3), ("denoise", 3),
+                                        ("interpolate", 4)])
+def test_ddpm_tasks_give_grids_and_metrics(name, rows):
+    torch.manual_seed(0)
+    model = tiny_ddpm()
+    x = torch.rand(16, 1, 16, 16) * 2 - 1
+    result = run_task(name, model, x, None, torch.Generator().manual_seed(0))
+    assert result.images.shape == (rows * 8, 1, 16, 16)
+    assert len(result.images) % result.nrow == 0
+    if name in ("inpaint", "outpaint"):
+        assert result.metrics["known_error"] == 0  # the known pixels are kept bit for bit
+        assert set(result.metrics) == {"psnr", "ssim", "known_error"}
+    if name == "denoise":
+        assert set(result.metrics) == {"noisy_psnr", "noisy_ssim", "psnr", "ssim"}
+
+
+def test_vae_reconstruction_task_measures_its_reconstructions():
+    torch.manual_seed(0)
+    model = small_vae().eval()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    result = run_task("reconstruct", model, x, None, None)
+    assert torch.equal(result.images[0::2], x)
+    assert torch.equal(result.images[1::2], model.reconstruct(x))
+    assert result.metrics == image_quality(model.reconstruct(x), x)
+
+
+def test_psnr_and_ssim_by_hand():
+    clean = torch.zeros(2, 1, 16, 16)  # pixel 127.5 -> 128 after rounding
+    shifted = clean + 10 / 127.5  # every pixel 10 grey levels higher
+    quality = image_quality(shifted, clean)
+    assert quality["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / 10 ** 2), abs=1e-4)
+    assert image_quality(clean, clean)["ssim"] == pytest.approx(1.0)
+    assert quality["ssim"] < 1
+
+
+def test_a_task_the_model_cannot_do_is_explained():
+    with pytest.raises(GenlabError, match="offers: interpolate"):
+        run_task("inpaint", tiny_gan(), torch.zeros(2, 1, 16, 16), None, None)
+    with pytest.raises(GenlabError, match="not a task"):
+        run_task("colourise", tiny_gan(), torch.zeros(2, 1, 16, 16), None, None)
+    assert set(TASKS) == {"denoise", "inpaint", "interpolate", "outpaint", "reconstruct",
+                          "traversal"}
