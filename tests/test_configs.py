@@ -12,10 +12,13 @@ import torch
 from conftest import REPO, real_data_dir
 from helpers.runs import SMALL_RUN, fake_data_overrides
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 from genlab.errors import GenlabError
+from genlab.models.base import GenerativeModule
 from genlab.run import train
+from genlab.run.build import build
 from genlab.run.layout import RunLayout
 
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
@@ -80,9 +83,15 @@ def test_real_training_steps(dataset, compose, tmp_path):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiments_compose(experiment, compose):
+def test_experiments_compose_and_build_their_model(experiment, compose):
+    """A recipe with a wrong or misspelt model key fails here, not after hours on a GPU."""
     cfg = compose([f"experiment={experiment}"])
-    assert cfg.model._target_ and cfg.data.name
+    assert cfg.data.name
+    with open_dict(cfg):
+        cfg.data.num_classes = cfg.data.num_classes or 0
+    model = build(cfg.model)
+    assert isinstance(model, GenerativeModule)
+    assert model.image_shape == (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
 
 
 def test_precision_and_memory_format_options_run(compose, fake_root, tmp_path):

@@ -278,6 +278,23 @@ def test_dequantization_stays_in_the_pixel_bins():
     assert (x >= low).all() and (x < high).all()
 
 
+@pytest.mark.parametrize("noise", ["random", 0.0, 1 - 2 ** -24])
+def test_every_value_survives_dequantize_then_requantize_bit_for_bit(noise, monkeypatch):
+    """One convention both ways: dequantized or grid images return to their exact 8 bits,
+    also at the extremes of the dequantization noise (U = 0 and the largest float32 U < 1)."""
+    if noise != "random":
+        monkeypatch.setattr(torch, "rand", lambda shape, **kwargs: torch.full(shape, noise))
+    values = torch.arange(256, dtype=torch.uint8).repeat(4000).view(1000, 1, 32, 32)
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(to_uint8(to_model_range(values, True, generator)), values)
+    assert torch.equal(to_uint8(to_model_range(values)), values)
+
+
+def test_requantization_is_the_bin_of_each_value():
+    x = torch.tensor([-1.5, -1.0, -1 + 1 / 128 - 1e-6, -1 + 1 / 128, 0.0, 1 - 1e-7, 1.0, 2.0])
+    assert to_uint8(x).tolist() == [0, 0, 0, 1, 128, 255, 255, 255]
+
+
 def test_binarization_modes(fake_root, tmp_path):
     dynamic = make_datamodule(fake_root, tmp_path, name="mnist", binarize="dynamic")
     assert set(dynamic.splits["val"][0].unique().tolist()) <= {0, 255}  # val fixed once

@@ -244,29 +244,6 @@ def test_real_weights_give_2048_features(extractor):
     torch.testing.assert_close(single[0], pool[0], atol=1e-4, rtol=1e-4)
 
 
-def test_against_torch_fidelity(extractor):
-    try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-        from torch_fidelity.interpolate_compat_tensorflow import (
-            interpolate_bilinear_2d_like_tensorflow1x,
-        )
-    except Exception as err:  # not installed, or installed without a working torchvision
-        pytest.skip(f"torch-fidelity is not importable here ({type(err).__name__}: {err}); "
-                    "install the 'fidelity' extra on a machine with a working torchvision")
-    x = torch.rand(2, 3, 32, 32) * 255
-    torch.testing.assert_close(
-        resize_bilinear_tf1(x, (299, 299)),
-        interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False))
-    theirs = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                         feature_extractor_weights_path=extractor.weights_path)
-    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    with torch.inference_mode():
-        their_pool, their_logits = theirs.eval()(images)
-    pool, logits = extractor.features(images)
-    torch.testing.assert_close(pool, their_pool, atol=1e-3, rtol=1e-3)
-    torch.testing.assert_close(logits, their_logits, atol=1e-3, rtol=1e-3)
-
-
 # ------------------------------------------------------------------- image sets ----------
 
 def write_pngs(folder, sizes, mode="RGB"):

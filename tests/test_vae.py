@@ -9,6 +9,7 @@ import torch
 from helpers.models import small_vae
 
 from genlab.errors import GenlabError
+from genlab.maths.distributions import gaussian_kl_standard
 from genlab.maths.vae import elbo, importance_weighted_bound
 from genlab.tasks import offered
 
@@ -119,7 +120,9 @@ def test_training_step_loss_is_the_beta_weighted_negative_elbo():
     assert loss.item() == pytest.approx((rec + 4.0 * kl).mean().item(), rel=1e-5)
 
 
-def test_test_bound_is_at_least_the_elbo():
+def test_test_step_logs_the_importance_weighted_bound_of_its_posterior():
+    """test/nll_nats is exactly -L_K of the model's own encoder and decoder (two-sided: the
+    maths of L_K is checked against log p(x) above), and it is below -ELBO."""
     torch.manual_seed(0)
     model = small_vae(test_importance_samples=64).eval()
     x = torch.rand(4, 1, 32, 32) * 2 - 1
@@ -127,9 +130,29 @@ def test_test_bound_is_at_least_the_elbo():
     model.log = lambda name, value, **k: logged.__setitem__(name, float(value))
     model.log_dict = lambda values, **k: logged.update({n: float(v) for n, v in values.items()})
     with torch.no_grad():
+        torch.manual_seed(1)
         model.test_step((x, torch.full((4,), -1)), 0)
-    assert logged["test/nll_nats"] <= -logged["test/elbo"] + 1.0
+        torch.manual_seed(1)
+        mu, logvar = model.encode(x)
+        elbo(mu, logvar, model._log_likelihood_fn(x, None))  # the same draws as test_step
+        bound = importance_weighted_bound(mu, logvar, model._log_likelihood_fn(x, None), 64,
+                                          chunk=64)
+    assert logged["test/nll_nats"] == pytest.approx(-bound.mean().item(), rel=1e-6)
+    assert logged["test/nll_nats"] <= -logged["test/elbo"]
     assert logged["test/bpd"] == pytest.approx(logged["test/nll_nats"] / (1024 * math.log(2)))
+
+
+def test_posterior_kl_and_bounds_stay_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = small_vae(likelihood="logistic").eval()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mu, logvar = model.encode(x)
+        _, kl = model.negative_elbo(x, None)
+        bound = importance_weighted_bound(mu, logvar, model._log_likelihood_fn(x, None), 8, 8)
+    assert mu.dtype == logvar.dtype == kl.dtype == bound.dtype == torch.float32
+    exact_kl = gaussian_kl_standard(mu.double(), logvar.double())
+    assert torch.allclose(kl.double(), exact_kl, rtol=1e-6)
 
 
 def test_bad_configuration_is_explained():

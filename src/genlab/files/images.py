@@ -115,14 +115,14 @@ def check_image_array(images, description: str = "images") -> torch.Tensor:
             raise GenlabError(f"{description}: images must be uint8 (0..255); got dtype "
                               f"{images.dtype}. Convert them with "
                               "np.clip(np.rint(x), 0, 255).astype(np.uint8) (for values in "
-                              "0..255) or from [-1, 1] with (x + 1) * 127.5 first.")
+                              "0..255), or from [-1, 1] with genlab.data.transforms.to_uint8.")
         images = torch.from_numpy(np.ascontiguousarray(images))
     if not isinstance(images, torch.Tensor):
         raise GenlabError(f"{description}: expected an array of images, got {type(images)}.")
     if images.dtype != torch.uint8:
         raise GenlabError(f"{description}: images must be uint8 (0..255); got {images.dtype}. "
-                          "Convert samples in [-1, 1] with "
-                          "((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).")
+                          "Convert samples in [-1, 1] with genlab.data.transforms.to_uint8 "
+                          "(the bins real images were made with).")
     if images.dim() == 3:
         images = images.unsqueeze(1)
     if images.dim() != 4:

@@ -2,7 +2,21 @@
 
 The 8-bit pixel value k in {0..255} sits at the bin centre x_k = 2k/255 - 1 with bin edges
 x_k +- 1/255; the lowest and highest bins extend to -inf and +inf. Discretized densities give
-the probability mass of the bin (Salimans et al. 2017, eq. 2; Ho et al. 2020, eq. 13).
+the probability mass of the bin (Salimans et al. 2017, eq. 2; Ho et al. 2020, eq. 13):
+
+    P(k) = F((x_k + 1/255 - mean) / s) - F((x_k - 1/255 - mean) / s)
+
+for the CDF F of the standard logistic or normal. It is computed as a difference of logarithms,
+never of probabilities, so it stays exact (and keeps its gradient) far into both tails, where
+F underflows to 0 or rounds to 1 in float32:
+    logistic  log P = log sigmoid(b) + log sigmoid(-a) + log(1 - e^(a - b))
+    Gaussian  log P = log Phi(b) + log(1 - e^(log Phi(a) - log Phi(b)))       (b <= -a)
+              and the same for the mirror image Phi(-a) - Phi(-b) when the bin lies in the upper
+              half (a + b > 0), so that no CDF is ever near 1.
+A Gaussian bin that is narrow against the scale (b - a < 1e-3) uses the density at its centre
+times its width instead, as PixelCNN++ does: there the log-CDF difference would cancel (the
+logistic form above needs no such fallback: log(1 - e^(a - b)) is exact for small b - a).
+All of it runs in float32 even under bf16 / fp16 autocast.
 """
 
 from __future__ import annotations
@@ -12,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-HALF_BIN = 1 / 255
+_NARROW = 1e-3  # standardised bin width below which the density x width form is used
 
 
 def _sum_pixels(log_prob: torch.Tensor) -> torch.Tensor:
@@ -21,37 +35,94 @@ def _sum_pixels(log_prob: torch.Tensor) -> torch.Tensor:
 
 def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """log p(x) for binary images (x in {-1, 1}, i.e. pixels off / on)."""
+    logits = logits.float()
     target = (x > 0).to(logits.dtype)
     return -_sum_pixels(F.binary_cross_entropy_with_logits(logits, target, reduction="none"))
 
 
-def _log_bin_mass(x: torch.Tensor, cdf_plus: torch.Tensor, cdf_min: torch.Tensor,
-                  log_cdf_plus: torch.Tensor, log_one_minus_cdf_min: torch.Tensor) -> torch.Tensor:
-    mass = (cdf_plus - cdf_min).clamp_min(1e-12)
-    return torch.where(x < -0.999, log_cdf_plus,
-                       torch.where(x > 0.999, log_one_minus_cdf_min, torch.log(mass)))
+def _standardised_edges(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
+                        ) -> tuple[torch.Tensor, ...]:
+    """(a, b): the edges of x's bin in standard units; its width b - a = (2/255) / scale,
+    computed as such (as a difference of a and b its gradient with respect to the mean would be
+    two large terms cancelling in float32); and the masks of the lowest and highest bins (whose
+    outer edges are -inf and +inf: the callers select their own formula there). The edges come
+    from the integer pixel value k, (2k -+ 1)/255 - 1, so that a bin's upper edge and the next
+    bin's lower edge are the same float and the masses sum to one."""
+    k = torch.round((x.float() + 1) * 127.5)
+    mean, log_scale = mean.float(), log_scale.float()
+    inv_scale = torch.exp(-log_scale)
+    a = inv_scale * ((2 * k - 1) / 255 - 1 - mean)
+    b = inv_scale * ((2 * k + 1) / 255 - 1 - mean)
+    return a, b, (2 / 255) * inv_scale, k <= 0, k >= 255
+
+
+class _LogNdtr(torch.autograd.Function):
+    """log Phi(z) with the derivative phi(z) / Phi(z) = sqrt(2 / pi) / erfcx(-z / sqrt(2)),
+    which stays exact far into the lower tail (torch's own backward subtracts two numbers of
+    order z^2 / 2 there and loses most digits in float32)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        return torch.special.log_ndtr(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (z,) = ctx.saved_tensors
+        return grad * math.sqrt(2 / math.pi) / torch.special.erfcx(-z / math.sqrt(2))
+
+
+def log_ndtr(z: torch.Tensor) -> torch.Tensor:
+    """log Phi(z), the standard normal log-CDF, with a gradient accurate in both tails."""
+    return _LogNdtr.apply(z)
+
+
+def log_one_minus_exp(d: torch.Tensor) -> torch.Tensor:
+    """log(1 - e^d) for d <= 0, accurate for d near 0 and far below it (Maechler 2012)."""
+    return torch.where(d > -math.log(2), torch.log(-torch.expm1(d)), torch.log1p(-torch.exp(d)))
+
+
+def discretized_logistic_log_prob_per_pixel(x: torch.Tensor, mean: torch.Tensor,
+                                            log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(x) per pixel under a logistic(mean, exp(log_scale)) integrated over x's bin."""
+    a, b, width, lowest, highest = _standardised_edges(x, mean, log_scale)
+    log_upper = F.logsigmoid(b)        # log F(b): 0 for the highest bin's open end
+    log_above_lower = F.logsigmoid(-a)  # log (1 - F(a)): 0 for the lowest bin's open end
+    bin_term = log_one_minus_exp(-width)
+    return torch.where(lowest, log_upper,
+                       torch.where(highest, log_above_lower, log_upper + log_above_lower
+                                   + bin_term))
+
+
+def discretized_gaussian_log_prob_per_pixel(x: torch.Tensor, mean: torch.Tensor,
+                                            log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(x) per pixel under a Gaussian(mean, exp(log_scale)^2) integrated over x's bin."""
+    a, b, width, lowest, highest = _standardised_edges(x, mean, log_scale)
+    upper_half = a + b > 0
+    lo, hi = torch.where(upper_half, -b, a), torch.where(upper_half, -a, b)  # hi <= -lo
+    log_hi = log_ndtr(hi)
+    inner = log_hi + log_one_minus_exp(torch.minimum(log_ndtr(lo) - log_hi,
+                                                     torch.full_like(lo, -1e-30)))
+    centre = 0.5 * (a + b)
+    narrow = (-0.5 * centre.square() - 0.5 * math.log(2 * math.pi)
+              + math.log(2 / 255) - log_scale.float())
+    inner = torch.where(width < _NARROW, narrow, inner)
+    return torch.where(lowest, log_ndtr(b),
+                       torch.where(highest, log_ndtr(-a), inner))
 
 
 def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor,
                                   log_scale: torch.Tensor) -> torch.Tensor:
     """log P(x) of 8-bit images under a logistic(mean, exp(log_scale)) per pixel, integrated
     over each pixel's bin."""
-    inv_scale = torch.exp(-log_scale)
-    plus, minus = inv_scale * (x - mean + HALF_BIN), inv_scale * (x - mean - HALF_BIN)
-    log_prob = _log_bin_mass(x, torch.sigmoid(plus), torch.sigmoid(minus),
-                             F.logsigmoid(plus), F.logsigmoid(-minus))
-    return _sum_pixels(log_prob)
+    return _sum_pixels(discretized_logistic_log_prob_per_pixel(x, mean, log_scale))
 
 
 def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor,
                                   log_scale: torch.Tensor) -> torch.Tensor:
     """log P(x) of 8-bit images under a Gaussian(mean, exp(log_scale)^2) per pixel, integrated
     over each pixel's bin (the DDPM decoder, Ho et al. 2020 eq. 13)."""
-    inv_scale = torch.exp(-log_scale)
-    plus, minus = inv_scale * (x - mean + HALF_BIN), inv_scale * (x - mean - HALF_BIN)
-    log_prob = _log_bin_mass(x, torch.special.ndtr(plus), torch.special.ndtr(minus),
-                             torch.special.log_ndtr(plus), torch.special.log_ndtr(-minus))
-    return _sum_pixels(log_prob)
+    return _sum_pixels(discretized_gaussian_log_prob_per_pixel(x, mean, log_scale))
 
 
 def gaussian_kl_standard(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

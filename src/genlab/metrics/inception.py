@@ -306,8 +306,7 @@ def preprocess(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torc
     TF1-resized, scaled to [-1, 1]. A single channel is repeated to three."""
     if images.dtype != torch.uint8:
         raise GenlabError(f"The Inception feature extractor takes uint8 images; got {images.dtype}."
-                          " Convert samples in [-1, 1] with ((x + 1) * 127.5).round().clamp(0, "
-                          "255).to(torch.uint8).")
+                          " Convert samples in [-1, 1] with genlab.data.transforms.to_uint8.")
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise GenlabError("The Inception feature extractor takes images shaped (B, C, H, W) with "
                           f"C = 1 or 3; got shape {tuple(images.shape)}.")

@@ -253,23 +253,29 @@ class DDPM(GenerativeModule):
 
     @torch.no_grad()
     def ddim_invert(self, x: torch.Tensor, labels: torch.Tensor | None = None,
-                    steps: int | None = None) -> torch.Tensor:
-        """x_0 -> x_{T-1} by the deterministic DDIM ODE (the inverse of eta = 0 sampling)."""
-        return self.diffusion.ddim_invert(self.denoiser(), x, self.condition(labels),
+                    steps: int | None = None, guidance_scale: float | None = None
+                    ) -> torch.Tensor:
+        """x_0 -> x_{T-1} by the deterministic DDIM ODE (the inverse of eta = 0 sampling), with
+        the classifier-free guidance that sampling uses (model.guidance_scale unless given)."""
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        return self.diffusion.ddim_invert(self.denoiser(scale), x, self.condition(labels),
                                           steps or self.sampling_steps)
 
     @torch.no_grad()
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8,
-                    labels: torch.Tensor | None = None, ddim_steps: int | None = None
-                    ) -> torch.Tensor:
+                    labels: torch.Tensor | None = None, ddim_steps: int | None = None,
+                    guidance_scale: float | None = None) -> torch.Tensor:
         """For pairs of images (B, C, H, W): DDIM-invert both, slerp between the two x_T and
-        decode with eta = 0; (B * steps, C, H, W), one row of `steps` images per pair."""
+        decode with eta = 0, both directions with the same guidance (model.guidance_scale
+        unless given); (B * steps, C, H, W), one row of `steps` images per pair."""
         b = len(x0)
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
         pair_labels = None if labels is None else labels.repeat(2)
-        z = self.ddim_invert(torch.cat([x0, x1]), pair_labels, ddim_steps).flatten(1)
+        z = self.ddim_invert(torch.cat([x0, x1]), pair_labels, ddim_steps, scale).flatten(1)
         weights = torch.linspace(0, 1, steps, device=z.device)
         path = slerp(z[:b], z[b:], weights).reshape(b * steps, *self.image_shape)
         row_labels = None if labels is None else labels.repeat_interleave(steps)
         images = self._reverse(path, row_labels, None, sampler="ddim",
-                               steps=ddim_steps or self.sampling_steps, eta=0.0, clip=False)
+                               steps=ddim_steps or self.sampling_steps, eta=0.0, clip=False,
+                               guidance_scale=scale)
         return images.clamp(-1, 1)

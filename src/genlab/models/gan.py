@@ -103,10 +103,11 @@ class GAN(GenerativeModule):
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-        """D's logits on x, after DiffAugment when it is on (training only)."""
+        """D's logits on x, after DiffAugment when it is on (training only); float32 also under
+        autocast, so the losses and penalties are computed in float32."""
         if self.augment and self.training:
             x = diff_augment(x, self.augment, generator)
-        return self.discriminator(x, labels)
+        return self.discriminator(x, labels).float()
 
     # -- training ----------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -219,7 +220,7 @@ class GAN(GenerativeModule):
         labels = self.condition(labels)
         rng = torch.Generator(device=self.device).manual_seed(batch_idx)
         fake = self.sample(len(x), labels, rng)
-        d_real, d_fake = self.discriminator(x, labels), self.discriminator(fake, labels)
+        d_real, d_fake = self.discriminate(x, labels), self.discriminate(fake, labels)
         self.log_dict({f"{stage}/d_real": d_real.mean(), f"{stage}/d_fake": d_fake.mean(),
                        f"{stage}/d_loss": self.loss.discriminator(d_real, d_fake)},
                       sync_dist=True)

@@ -63,14 +63,16 @@ class VAE(GenerativeModule):
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior q(z|x) = N(mu, diag(exp(logvar)))."""
+        """Posterior q(z|x) = N(mu, diag(exp(logvar))), in float32 also under bf16 / fp16
+        autocast: the KL, the importance weights and every log-density sum stay float32."""
         h = self._with_labels(self.encoder(x), self.condition(labels))
-        mu, logvar = self.posterior(h).chunk(2, dim=-1)
+        mu, logvar = self.posterior(h).float().chunk(2, dim=-1)
         return mu, logvar.clamp(-30, 20)
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder parameters for latents z (B, L): logits, or mean and log-scale stacked."""
-        return self.decoder(self._with_labels(z, self.condition(labels)))
+        """Decoder parameters for latents z (B, L): logits, or mean and log-scale stacked
+        (float32, also under autocast)."""
+        return self.decoder(self._with_labels(z, self.condition(labels))).float()
 
     def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per image from decoder parameters."""

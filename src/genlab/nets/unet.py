@@ -25,7 +25,11 @@ from torch import nn
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """[sin(t w_k), cos(t w_k)] with w_k = max_period^(-k / (dim / 2)), k = 0 .. dim/2 - 1."""
+    """[sin(t w_k), cos(t w_k)] with w_k = max_period^(-k / (dim / 2)), k = 0 .. dim/2 - 1.
+
+    The exponent divides by dim/2 as openai/improved-diffusion does; Ho et al.'s TensorFlow code
+    divides by dim/2 - 1 (so its last frequency is exactly 1 / max_period). The two differ only
+    in the spacing of the frequencies; we keep dim/2 because trained checkpoints depend on it."""
     half = dim // 2
     frequencies = torch.exp(-math.log(max_period) / half
                             * torch.arange(half, device=t.device, dtype=torch.float32))
