@@ -19,7 +19,7 @@ from genlab.maths.gan import LOSSES, gan_loss
 from genlab.maths.penalties import gradient_penalty, r1_penalty
 from genlab.models.gan import GAN
 from genlab.nets.augment import POLICIES, diff_augment
-from genlab.tasks import offered, run_task
+from genlab.tasks import TaskInputs, offered, run_task
 
 
 def images(n: int = 16, seed: int = 0) -> DataLoader:
@@ -222,7 +222,7 @@ def test_interpolation_runs_between_the_two_latents():
     assert torch.allclose(rows[:, -1], model.generate(z1, labels), atol=1e-5)
     assert offered(model) == ["interpolate"]
     x, labels = torch.zeros(6, 1, 16, 16), torch.tensor([0, 0, 1, 1, 2, 2])
-    grid = run_task("interpolate", model, x, labels, torch.Generator().manual_seed(0))
+    grid = run_task("interpolate", model, TaskInputs(x, labels, torch.Generator().manual_seed(0)))
     assert grid.images.shape == (24, 1, 16, 16) and grid.nrow == 8
 
 

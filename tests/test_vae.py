@@ -62,9 +62,9 @@ def test_capabilities_have_the_contract_shapes(likelihood):
         assert images.min() >= -1 and images.max() <= 1
     assert model.interpolate(x[:2], x[2:4], 7).shape == (14, 1, 32, 32)
     assert model.latent_traversal(x[0], dims=3, steps=5).shape == (15, 1, 32, 32)
-    mu, logvar = model.encode(x)
-    assert mu.shape == logvar.shape == (5, 4)
-    assert offered(model) == ["interpolate", "reconstruct", "traversal"]
+    mu, logvar = model.posterior_params(x)
+    assert mu.shape == logvar.shape == (5, 4) and torch.equal(model.encode(x), mu)
+    assert offered(model) == ["edit", "interpolate", "reconstruct", "traversal"]
 
 
 def test_fixed_generator_gives_fixed_samples():
@@ -100,8 +100,8 @@ def test_conditional_vae_uses_the_labels():
     model = small_vae(num_classes=10, conditional=True).eval()
     z = torch.randn(2, 4)
     with torch.no_grad():
-        a = model.decode(z, torch.tensor([0, 0]))
-        b = model.decode(z, torch.tensor([3, 3]))
+        a = model.decoder_params(z, torch.tensor([0, 0]))
+        b = model.decoder_params(z, torch.tensor([3, 3]))
     assert not torch.allclose(a, b)
     with pytest.raises(GenlabError, match="pass labels"):
         model.sample(2)
@@ -133,7 +133,7 @@ def test_test_step_logs_the_importance_weighted_bound_of_its_posterior():
         torch.manual_seed(1)
         model.test_step((x, torch.full((4,), -1)), 0)
         torch.manual_seed(1)
-        mu, logvar = model.encode(x)
+        mu, logvar = model.posterior_params(x)
         elbo(mu, logvar, model._log_likelihood_fn(x, None))  # the same draws as test_step
         bound = importance_weighted_bound(mu, logvar, model._log_likelihood_fn(x, None), 64,
                                           chunk=64)
@@ -147,7 +147,7 @@ def test_posterior_kl_and_bounds_stay_float32_under_bf16_autocast():
     model = small_vae(likelihood="logistic").eval()
     x = torch.rand(4, 1, 32, 32) * 2 - 1
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        mu, logvar = model.encode(x)
+        mu, logvar = model.posterior_params(x)
         _, kl = model.negative_elbo(x, None)
         bound = importance_weighted_bound(mu, logvar, model._log_likelihood_fn(x, None), 8, 8)
     assert mu.dtype == logvar.dtype == kl.dtype == bound.dtype == torch.float32

@@ -7,8 +7,19 @@
   samples.
 - Likelihood families (`has_likelihood = True`) log a per-image NLL as `<stage>/nll_nats` and
   `<stage>/bpd` through `log_nll`, on the 8-bit scale of `genlab.maths.bpd`.
-- Optional capabilities are plain methods where the family supports them: `reconstruct`,
-  `encode`/`decode`, `interpolate`, `latent_traversal`, `inpaint`, `denoise`, ...
+- Optional capabilities are plain methods where the family supports them; the tasks, the
+  representation evaluation and later tools rely on these names and shapes:
+    encode(x, labels) -> z           a deterministic code of each image, (B, ...) (VAE: the
+                                     posterior mean; autoencoders: the code; flows: z)
+    decode(z, labels) -> x           images in [-1, 1] for codes from encode
+    log_prob(x, labels) -> (B,)      log p(x) per image in nats on the 8-bit scale, exact or a
+                                     lower bound (say which in the docstring)
+    reconstruct(x, labels)           decode(encode(x)) or the family's own reconstruction
+    interpolate(x0, x1, steps, labels) -> (B * steps, C, H, W), one row per pair of images
+    interpolate_latents(z0, z1, steps, labels)   the same between latents (GANs)
+    latent_traversal(x, labels=...)  one row per latent dimension
+    inpaint(x, mask, labels, generator)   fill where mask = 0, keep where mask = 1 exactly
+    denoise(y, sigma, labels, generator)  clean images from y = x + sigma * noise
 - The tasks of `genlab.tasks` (reconstruct, interpolate, inpaint, ...) run on any model that
   has the capability they need; `python evaluate.py tasks=[<task>,...]` runs them.
 """

@@ -161,6 +161,12 @@ class DDPM(GenerativeModule):
         self._log_bound("test")
 
     @torch.no_grad()
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """A lower bound on log P(x) per image in nats: minus the full variational bound (all T
+        terms, so T network evaluations per image)."""
+        return -self.variational_bound(x, labels)
+
+    @torch.no_grad()
     def variational_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None,
                           terms: int | None = None,
                           generator: torch.Generator | None = None) -> torch.Tensor:

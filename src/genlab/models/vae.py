@@ -61,15 +61,16 @@ class VAE(GenerativeModule):
         one_hot = F.one_hot(labels, self.num_classes).to(h.dtype)
         return torch.cat([h, one_hot.expand(*h.shape[:-1], -1)], dim=-1)
 
-    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior_params(self, x: torch.Tensor, labels: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior q(z|x) = N(mu, diag(exp(logvar))), in float32 also under bf16 / fp16
         autocast: the KL, the importance weights and every log-density sum stay float32."""
         h = self._with_labels(self.encoder(x), self.condition(labels))
         mu, logvar = self.posterior(h).float().chunk(2, dim=-1)
         return mu, logvar.clamp(-30, 20)
 
-    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def decoder_params(self, z: torch.Tensor, labels: torch.Tensor | None = None
+                       ) -> torch.Tensor:
         """Decoder parameters for latents z (B, L): logits, or mean and log-scale stacked
         (float32, also under autocast)."""
         return self.decoder(self._with_labels(z, self.condition(labels))).float()
@@ -97,14 +98,14 @@ class VAE(GenerativeModule):
             n = math.prod(lead)
             xs = x.expand(*lead, *x.shape).reshape(-1, *x.shape[1:])
             ys = None if labels is None else labels.expand(*lead, *labels.shape).reshape(-1)
-            return self.log_likelihood(xs, self.decode(z.reshape(n * z.shape[-2], -1), ys)
+            return self.log_likelihood(xs, self.decoder_params(z.reshape(n * z.shape[-2], -1), ys)
                                        ).view(*lead, -1)
         return fn
 
     def negative_elbo(self, x: torch.Tensor, labels: torch.Tensor | None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per image: reconstruction NLL -log p(x|z) and KL."""
-        mu, logvar = self.encode(x, labels)
+        mu, logvar = self.posterior_params(x, labels)
         log_px, kl = elbo(mu, logvar, self._log_likelihood_fn(x, labels))
         return -log_px, kl
 
@@ -131,7 +132,7 @@ class VAE(GenerativeModule):
         """Log the loss, ELBO and KL; return the posterior (mu, logvar) and -ELBO per image."""
         x, labels = batch
         labels = self.condition(labels)
-        mu, logvar = self.encode(x, labels)
+        mu, logvar = self.posterior_params(x, labels)
         log_px, kl = elbo(mu, logvar, self._log_likelihood_fn(x, labels))
         neg_elbo = kl - log_px
         self.log_dict({f"{stage}/loss": (self.beta * kl - log_px).mean(),
@@ -152,16 +153,35 @@ class VAE(GenerativeModule):
 
     # -- capabilities ------------------------------------------------------------------------
     @torch.no_grad()
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The code of x: the posterior mean (B, latent_dim)."""
+        return self.posterior_params(x, labels)[0]
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's expected image for codes z (B, latent_dim), in [-1, 1]."""
+        return self.mean_image(self.decoder_params(z, labels))
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """A lower bound on log p(x) per image in nats: the importance-weighted bound with
+        K = test_importance_samples (Burda et al. 2016)."""
+        mu, logvar = self.posterior_params(x, labels)
+        chunk = max(1, self.importance_batch // len(x))
+        return importance_weighted_bound(mu, logvar, self._log_likelihood_fn(x, labels),
+                                         self.test_importance_samples, chunk)
+
+    @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means for z ~ N(0, I)."""
         z = torch.randn(n, self.latent_dim, device=self.device, generator=generator)
-        return self.mean_image(self.decode(z, labels))
+        return self.decode(z, labels)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder mean at the posterior mean."""
-        return self.mean_image(self.decode(self.encode(x, labels)[0], labels))
+        return self.decode(self.encode(x, labels), labels)
 
     @torch.no_grad()
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8,
@@ -170,11 +190,11 @@ class VAE(GenerativeModule):
         posterior means; (B * steps, C, H, W), one row of `steps` images per pair."""
         b = len(x0)
         pair_labels = None if labels is None else labels.repeat(2)
-        mu = self.encode(torch.cat([x0, x1]), pair_labels)[0]
+        mu = self.encode(torch.cat([x0, x1]), pair_labels)
         t = torch.linspace(0, 1, steps, device=mu.device)[None, :, None]
         z = (1 - t) * mu[:b, None] + t * mu[b:, None]
         row_labels = None if labels is None else labels.repeat_interleave(steps)
-        return self.mean_image(self.decode(z.flatten(0, 1), row_labels))
+        return self.decode(z.flatten(0, 1), row_labels)
 
     @torch.no_grad()
     def latent_traversal(self, x: torch.Tensor | None = None, dims: int | None = None,
@@ -183,11 +203,11 @@ class VAE(GenerativeModule):
         """Vary one latent dimension at a time over [-span, span] around the posterior mean of
         x (or the origin): returns (dims * steps, C, H, W), one row per dimension."""
         dims = min(dims or 8, self.latent_dim)
-        origin = (self.encode(x[None], None if labels is None else labels.view(1))[0][0]
+        origin = (self.encode(x[None], None if labels is None else labels.view(1))[0]
                   if x is not None else torch.zeros(self.latent_dim, device=self.device))
         z = origin.repeat(dims, steps, 1)
         values = torch.linspace(-span, span, steps, device=self.device)
         for d in range(dims):
             z[d, :, d] = values
         row_labels = None if labels is None else labels.view(1).expand(dims * steps)
-        return self.mean_image(self.decode(z.view(dims * steps, -1), row_labels))
+        return self.decode(z.view(dims * steps, -1), row_labels)

@@ -22,7 +22,7 @@ from genlab.run.build import build_data_and_model
 from genlab.run.checkpoint import load_checkpoint
 from genlab.run.layout import RunLayout
 from genlab.run.loggers import build_loggers, close_wandb
-from genlab.tasks import check_tasks, run_task
+from genlab.tasks import TaskInputs, check_tasks, run_task
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -140,8 +140,11 @@ def _samples_and_tasks(cfg: DictConfig, model, datamodule, output_dir: Path
     images, labels = datamodule.splits[cfg.split]
     x = datamodule.to_model_input(images[:16].to(model.device), train=False)
     labels = labels[:16].to(model.device) if model.conditional else None
+    options = cfg.get("task_options") or {}
     for name in tasks:
-        result = run_task(name, model, x, labels, generator())
+        inputs = TaskInputs(x, labels, generator(), datamodule,
+                            OmegaConf.to_container(options.get(name) or OmegaConf.create()))
+        result = run_task(name, model, inputs)
         save_png(make_grid(result.images, nrow=result.nrow), output_dir / f"{name}.png")
         metrics.update({f"task/{name}/{key}": value for key, value in result.metrics.items()})
     return metrics

@@ -1,7 +1,8 @@
 """Tasks: what a trained model is for beyond drawing samples. Each task declares the capability
-(a model method) it needs, runs on a batch of real test images and returns a grid of images and
-its metrics; `python evaluate.py ckpt_path=... tasks=[...]` runs the ones a model offers, writes
-`<task>.png` and puts `task/<name>/<metric>` into metrics.json.
+(a model method, see `genlab.models.base`) it needs, runs on a batch of real test images
+(`TaskInputs`) and returns a grid of images and its metrics; `python evaluate.py ckpt_path=...
+tasks=[...]` runs the ones a model offers, writes `<task>.png` and puts `task/<name>/<metric>`
+into metrics.json; `task_options.<name>.<key>=...` sets a task's options.
 
     task         needs                                  metrics
     reconstruct  reconstruct(x, labels)                 psnr, ssim
@@ -11,9 +12,18 @@ its metrics; `python evaluate.py ckpt_path=... tasks=[...]` runs the ones a mode
     inpaint      inpaint(x, mask, labels, generator)    psnr, ssim, known_error
     outpaint     inpaint(x, mask, labels, generator)    psnr, ssim, known_error
     denoise      denoise(y, sigma, labels, generator)   noisy_psnr, noisy_ssim, psnr, ssim
+    edit         encode(x, labels) + decode(z, labels)  direction_norm, examples_with/without
 """
 
-from genlab.tasks import denoise, inpaint, interpolate, reconstruct  # noqa: F401 (registers)
-from genlab.tasks.base import TASKS, Task, TaskResult, check_tasks, offered, run_task
+from genlab.tasks import denoise, edit, inpaint, interpolate, reconstruct  # noqa: F401 (registers)
+from genlab.tasks.base import (
+    TASKS,
+    Task,
+    TaskInputs,
+    TaskResult,
+    check_tasks,
+    offered,
+    run_task,
+)
 
-__all__ = ["TASKS", "Task", "TaskResult", "check_tasks", "offered", "run_task"]
+__all__ = ["TASKS", "Task", "TaskInputs", "TaskResult", "check_tasks", "offered", "run_task"]

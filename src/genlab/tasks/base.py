@@ -16,6 +16,20 @@ from genlab.errors import GenlabError
 
 
 @dataclass
+class TaskInputs:
+    """What a task runs on: real images x (B, C, H, W) in [-1, 1] from the evaluated split,
+    their labels (for conditional models), a seeded generator, the datamodule (for tasks that
+    need more real data, e.g. codes of training images) and the task's options
+    (`task_options.<task>` in evaluate.py's config)."""
+
+    x: torch.Tensor
+    labels: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    datamodule: object | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
 class TaskResult:
     """Images (N, C, H, W) in [-1, 1] for a grid of `nrow` columns, and named numbers."""
 
@@ -27,19 +41,22 @@ class TaskResult:
 @dataclass(frozen=True)
 class Task:
     name: str
-    needs: tuple[str, ...]  # the model methods of which the task needs one
-    run: Callable[..., TaskResult]  # (model, x, labels, generator) -> TaskResult
+    needs: tuple[str, ...]  # alternatives: each is a model method, or methods joined by "+"
+    run: Callable[..., TaskResult]  # (model, TaskInputs) -> TaskResult
     description: str
 
     def supports(self, model) -> bool:
-        return any(callable(getattr(model, need, None)) for need in self.needs)
+        return any(all(callable(getattr(model, method, None)) for method in need.split("+"))
+                   for need in self.needs)
 
 
 TASKS: dict[str, Task] = {}
 
 
 def task(name: str, needs: tuple[str, ...]):
-    """Register `fn(model, x, labels, generator) -> TaskResult` as task `name`."""
+    """Register `fn(model, inputs: TaskInputs) -> TaskResult` as task `name`, offered to models
+    that have one of `needs` (e.g. ("interpolate", "interpolate_latents") or ("encode+decode",)).
+    """
     def register(fn: Callable[..., TaskResult]) -> Callable[..., TaskResult]:
         TASKS[name] = Task(name, needs, fn, (fn.__doc__ or "").strip().split("\n")[0])
         return fn
@@ -56,20 +73,18 @@ def check_tasks(names, model) -> None:
     for name in names:
         if name not in TASKS or not TASKS[name].supports(model):
             why = ("is not a task" if name not in TASKS else
-                   f"needs one of the capabilities {', '.join(TASKS[name].needs)}, which "
+                   f"needs one of the capabilities {' or '.join(TASKS[name].needs)}, which "
                    f"{type(model).__name__} lacks")
             raise GenlabError(f"tasks=[{name}]: '{name}' {why}. This model offers: "
                               f"{', '.join(offered(model)) or 'no tasks'} (all tasks: "
                               f"{', '.join(sorted(TASKS))}).")
 
 
-def run_task(name: str, model, x: torch.Tensor, labels: torch.Tensor | None,
-             generator: torch.Generator | None) -> TaskResult:
-    """Run task `name` on real images x (B, C, H, W) in [-1, 1] (labels for conditional
-    models)."""
+def run_task(name: str, model, inputs: TaskInputs) -> TaskResult:
+    """Run task `name` of `model` on `inputs`."""
     check_tasks([name], model)
     with torch.no_grad():
-        return TASKS[name].run(model, x, labels, generator)
+        return TASKS[name].run(model, inputs)
 
 
 def image_quality(restored: torch.Tensor, clean: torch.Tensor, prefix: str = "") -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genlab.tasks.base import TaskResult, image_quality, task
+from genlab.tasks.base import TaskInputs, TaskResult, image_quality, task
 
 
 def centre_mask(size: int, device: torch.device) -> torch.Tensor:
@@ -14,22 +14,24 @@ def centre_mask(size: int, device: torch.device) -> torch.Tensor:
     return mask
 
 
-def _fill(model, x, labels, generator, mask) -> TaskResult:
-    x, labels = x[:8], None if labels is None else labels[:8]
-    filled = model.inpaint(x, mask, labels, generator)
-    known = mask.expand_as(x).bool()
+def _fill(model, inputs: TaskInputs, keep_centre: bool) -> TaskResult:
+    x = inputs.x[:8]
+    labels = None if inputs.labels is None else inputs.labels[:8]
+    mask = centre_mask(x.shape[-1], x.device)
+    mask = mask if keep_centre else 1 - mask
+    filled = model.inpaint(x, mask, labels, inputs.generator)
     metrics = image_quality(filled, x)
-    metrics["known_error"] = float((filled - x).abs()[known].max())
+    metrics["known_error"] = float((filled - x).abs()[mask.expand_as(x).bool()].max())
     return TaskResult(torch.cat([x * mask, filled, x]), nrow=len(x), metrics=metrics)
 
 
 @task("inpaint", needs=("inpaint",))
-def inpaint(model, x, labels, generator) -> TaskResult:
+def inpaint(model, inputs: TaskInputs) -> TaskResult:
     """Rows: images with the centre removed, the centre inpainted, the originals."""
-    return _fill(model, x, labels, generator, 1 - centre_mask(x.shape[-1], x.device))
+    return _fill(model, inputs, keep_centre=False)
 
 
 @task("outpaint", needs=("inpaint",))
-def outpaint(model, x, labels, generator) -> TaskResult:
+def outpaint(model, inputs: TaskInputs) -> TaskResult:
     """Rows: the centres kept, the border generated around them, the originals."""
-    return _fill(model, x, labels, generator, centre_mask(x.shape[-1], x.device))
+    return _fill(model, inputs, keep_centre=True)
