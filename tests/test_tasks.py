@@ -61,7 +61,7 @@ def test_a_task_the_model_cannot_do_is_explained():
     with pytest.raises(GenlabError, match="not a task"):
         run_task("colourise", tiny_gan(), TaskInputs(torch.zeros(2, 1, 16, 16)))
     assert set(TASKS) == {"denoise", "edit", "inpaint", "interpolate", "outpaint",
-                          "reconstruct", "traversal"}
+                          "reconstruct", "temperature", "traversal"}
 
 
 def test_the_attribute_direction_recovers_a_known_offset():

@@ -7,6 +7,7 @@ from functools import partial
 import torch
 
 from genlab.models.ddpm import DDPM
+from genlab.models.flow import Flow
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 
@@ -32,3 +33,11 @@ def tiny_gan(**options) -> GAN:
                     d_width=8, optimizer=partial(torch.optim.Adam, betas=(0.5, 0.9)))
     settings.update(options)
     return GAN(**settings)
+
+
+def tiny_flow(**options) -> Flow:
+    """8x8 single-channel images, a two-level Glow with two steps per level and 8-channel
+    coupling networks."""
+    settings = dict(image_shape=(1, 8, 8), levels=2, steps=2, width=8)
+    settings.update(options)
+    return Flow(**settings)

@@ -18,15 +18,20 @@ import torch
 
 
 def to_model_range(images: torch.Tensor, dequantize: bool = False,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float in [-1, 1]: the grid values, or uniformly dequantized."""
+                   generator: torch.Generator | None = None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float in [-1, 1]: the grid values, or dequantized: (u + U)/128 - 1
+    with U ~ U[0, 1) drawn from `generator`, or with given `noise` in [0, 1] (a variational
+    dequantizer's sample, Ho et al. 2019; its dtype and gradient are kept)."""
     if not dequantize:
         return images.float().mul_(2 / 255).sub_(1)
-    lower = images.float() - 128  # bin u is [lower, lower + 1) / 128
-    v = lower + torch.rand(images.shape, device=images.device, generator=generator)
-    # float32 rounding can carry lower + U (U just below 1) onto the next bin's edge
+    if noise is None:
+        noise = torch.rand(images.shape, device=images.device, generator=generator)
+    lower = images.to(noise.dtype) - 128  # bin u is [lower, lower + 1) / 128
+    v = lower + noise
+    # float rounding can carry lower + U (U just below 1) onto the next bin's edge
     v = torch.where(v >= lower + 1, torch.nextafter(v, lower), v)
-    return v.div_(128)
+    return v / 128
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

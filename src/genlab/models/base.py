@@ -10,7 +10,8 @@
 - Optional capabilities are plain methods where the family supports them; the tasks, the
   representation evaluation and later tools rely on these names and shapes:
     encode(x, labels) -> z           a deterministic code of each image, (B, ...) (VAE: the
-                                     posterior mean; autoencoders: the code; flows: z)
+                                     posterior mean; autoencoders: the code; flows: z,
+                                     (B, C*H*W), every level's)
     decode(z, labels) -> x           images in [-1, 1] for codes from encode
     log_prob(x, labels) -> (B,)      log p(x) per image in nats on the 8-bit scale, exact or a
                                      lower bound (say which in the docstring)
@@ -20,6 +21,8 @@
     latent_traversal(x, labels=...)  one row per latent dimension
     inpaint(x, mask, labels, generator)   fill where mask = 0, keep where mask = 1 exactly
     denoise(y, sigma, labels, generator)  clean images from y = x + sigma * noise
+    sample_at_temperature(n, temperature, labels, generator)   samples from a code scaled by
+                                     the temperature (flows: z ~ N(0, T^2 I))
 - The tasks of `genlab.tasks` (reconstruct, interpolate, inpaint, ...) run on any model that
   has the capability they need; `python evaluate.py tasks=[<task>,...]` runs them.
 """

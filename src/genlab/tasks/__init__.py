@@ -13,9 +13,18 @@ into metrics.json; `task_options.<name>.<key>=...` sets a task's options.
     outpaint     inpaint(x, mask, labels, generator)    psnr, ssim, known_error
     denoise      denoise(y, sigma, labels, generator)   noisy_psnr, noisy_ssim, psnr, ssim
     edit         encode(x, labels) + decode(z, labels)  direction_norm, examples_with/without
+    temperature  sample_at_temperature(n, T, labels,    -
+                 generator)
 """
 
-from genlab.tasks import denoise, edit, inpaint, interpolate, reconstruct  # noqa: F401 (registers)
+from genlab.tasks import (  # noqa: F401 (registers)
+    denoise,
+    edit,
+    inpaint,
+    interpolate,
+    reconstruct,
+    temperature,
+)
 from genlab.tasks.base import (
     TASKS,
     Task,
