@@ -333,9 +333,11 @@ def test_codes_and_log_determinants_stay_float32_under_bf16_autocast():
     model.nll(x)  # initialise
     model.eval()
     z32, logdet32 = model.flow(x)
+    dtypes = set()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        z, logdet = model.flow(x)
+        z, logdet = model.flow(x, watch=lambda layer, y, ld: dtypes.update({y.dtype, ld.dtype}))
         nll = model.nll(x)
+    assert dtypes == {torch.float32}  # every layer's output and log-determinant
     assert z.dtype == logdet.dtype == nll.dtype == torch.float32
     assert torch.allclose(logdet, logdet32, rtol=2e-2)
     assert (z - z32).abs().max() < 0.1
