@@ -52,12 +52,13 @@ def offered(model) -> list[str]:
 
 
 def check_tasks(names, model) -> None:
-    """A GenlabError unless `model` offers every task in `names`, naming those it offers."""
+    """A GenlabError unless `model` (a model or its class) offers every task in `names`, naming
+    those it offers."""
     for name in names:
         if name not in TASKS or not TASKS[name].supports(model):
             why = ("is not a task" if name not in TASKS else
                    f"needs one of the capabilities {', '.join(TASKS[name].needs)}, which "
-                   f"{type(model).__name__} lacks")
+                   f"{(model if isinstance(model, type) else type(model)).__name__} lacks")
             raise GenlabError(f"tasks=[{name}]: '{name}' {why}. This model offers: "
                               f"{', '.join(offered(model)) or 'no tasks'} (all tasks: "
                               f"{', '.join(sorted(TASKS))}).")
