@@ -119,17 +119,42 @@ def test_training_step_loss_is_the_beta_weighted_negative_elbo():
     assert loss.item() == pytest.approx((rec + 4.0 * kl).mean().item(), rel=1e-5)
 
 
-def test_test_bound_is_at_least_the_elbo():
-    torch.manual_seed(0)
-    model = small_vae(test_importance_samples=64).eval()
-    x = torch.rand(4, 1, 32, 32) * 2 - 1
+def run_test_epoch(model, batches) -> dict[str, float]:
     logged = {}
     model.log = lambda name, value, **k: logged.__setitem__(name, float(value))
     model.log_dict = lambda values, **k: logged.update({n: float(v) for n, v in values.items()})
     with torch.no_grad():
-        model.test_step((x, torch.full((4,), -1)), 0)
-    assert logged["test/nll_nats"] <= -logged["test/elbo"] + 1.0
-    assert logged["test/bpd"] == pytest.approx(logged["test/nll_nats"] / (1024 * math.log(2)))
+        model.on_test_epoch_start()
+        for i, x in enumerate(batches):
+            model.test_step((x, torch.full((len(x),), -1)), i)
+        model.on_test_epoch_end()
+    return logged
+
+
+def test_test_bound_is_at_least_the_elbo_and_named_by_its_k():
+    torch.manual_seed(0)
+    model = small_vae(test_importance_samples=64, bound_images=None).eval()
+    logged = run_test_epoch(model, [torch.rand(4, 1, 32, 32) * 2 - 1])
+    assert logged["test/nll_nats_k64"] <= -logged["test/elbo"] + 1.0
+    assert logged["test/bpd"] == pytest.approx(logged["test/nll_nats_k64"] / (1024 * math.log(2)))
+    assert "test/nll_nats" not in logged
+
+
+def test_the_test_bound_covers_the_first_bound_images_only(monkeypatch):
+    """bound_images=3 over batches of 2: the bound of images 0, 1 and 2, whatever follows."""
+    import genlab.models.vae as vae_module
+
+    model = small_vae(test_importance_samples=4, bound_images=3).eval()
+    seen = []
+    real = vae_module.importance_weighted_bound
+
+    def counting(mu, *args, **kwargs):
+        seen.append(len(mu))
+        return real(mu, *args, **kwargs)
+
+    monkeypatch.setattr(vae_module, "importance_weighted_bound", counting)
+    logged = run_test_epoch(model, [torch.rand(2, 1, 32, 32) * 2 - 1 for _ in range(3)])
+    assert seen == [2, 1] and "test/nll_nats_k4" in logged
 
 
 def test_bad_configuration_is_explained():
