@@ -442,17 +442,28 @@ def test_edit_moves_flow_codes_along_a_class_direction(tmp_path):
     ({"permutation": "shuffle"}, "choose one of lu, conv, reverse"),
     ({"dequantization": "gaussian"}, "choose one of uniform, variational"),
     ({"levels": 4}, "divisible by 16"),
-    ({"levels": 0}, "at least one level"),
-    ({"width": 0}, "at least one channel"),
-    ({"logit_alpha": 0.5}, "0 < alpha < 0.5"),
-    ({"test_dequant_samples": 0}, "at least one dequantization sample"),
-    ({"dequantization": "variational", "dequant_steps": 0}, "at least one coupling"),
-    ({"temperature": -1.0}, ">= 0"),
     ({"conditional": True}, "labelled dataset"),
 ])
 def test_bad_configuration_is_explained(options, message):
     with pytest.raises(GenlabError, match=message):
         tiny_flow(**options)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.levels=0", "model.levels=0 is out of range"),
+    ("model.width=0", "model.width=0 is out of range"),
+    ("model.steps=-1", "model.steps=-1 is out of range"),
+    ("model.logit_alpha=0.5", "model.logit_alpha=0.5 is out of range"),
+    ("model.test_dequant_samples=0", "model.test_dequant_samples=0 is out of range"),
+    ("model.dequant_steps=0", "model.dequant_steps=0 is out of range"),
+    ("model.temperature=-1", "model.temperature=-1 is out of range"),
+    ("model.levels=6", "model.levels=6 halves the 32x32 images 6 times"),
+])
+def test_bad_values_are_refused_at_start_up(override, message, compose):
+    from genlab.run.validate import validate_train
+
+    with pytest.raises(GenlabError, match=message):
+        validate_train(compose(["model=glow", "data=mnist", override]))
 
 
 def test_bf16_training_testing_and_evaluation_with_tasks(compose, fake_root, tmp_path):

@@ -114,7 +114,8 @@ def test_every_declared_range_rejects_the_value_outside_and_accepts_its_bound(na
 def test_the_range_cases_cover_every_family():
     names = {case.values[0].rsplit(".", 1)[0] for case in range_cases()}
     for target in ("genlab.models.vae.VAE", "genlab.models.ddpm.DDPM", "genlab.models.gan.GAN",
-                   "genlab.data.ImageDataModule", "genlab.callbacks.SampleGrid", "TRAINER_KEYS"):
+                   "genlab.models.flow.Flow", "genlab.data.ImageDataModule",
+                   "genlab.callbacks.SampleGrid", "TRAINER_KEYS"):
         assert target in names
 
 
@@ -234,6 +235,8 @@ def test_other_precisions_are_refused_with_the_valid_spellings(typed, compose):
     (["model=wgan_gp", "data.batch_size=3"], "data.batch_size=3 cannot be split over "
                                              "model.n_critic=5"),
     (["model=gan", "model.r1_gamma=1"], "model.d_batch_norm=false"),
+    (["model=glow", "model.levels=6"], "model.levels=6 halves the 32x32 images 6 times"),
+    (["model=realnvp", "model.logit_alpha=0.5"], "model.logit_alpha=0.5 is out of range"),
     (["model.conditional=true", "data=celeba"], "needs a labelled dataset"),
     (["model.optimizer.lr=0"], "model.optimizer.lr=0 is out of range"),
     (["+model.optimizer.momentum=0.9"], "model.optimizer.momentum is not a key"),
@@ -251,6 +254,7 @@ def test_mistakes_are_refused_at_start_up(overrides, message, compose):
 
 @pytest.mark.parametrize("overrides", [
     ["model=gan", "data.dequantize=true"],  # GANs have no likelihood: dequantized data is fine
+    ["model=glow", "data.dequantize=true"],  # flows requantize and dequantize the batch themselves
     ["model.likelihood=bernoulli", "data.binarize=dynamic"],
     ["data=image_folder", "data.path=x", "data.num_classes=null", "model.conditional=true"],
     ["trainer.max_time=00:01:30:00", "trainer.max_epochs=-1", "+trainer.val_check_interval=0.5"],
@@ -291,6 +295,8 @@ def evaluate_cfg(compose, family: str, *overrides: str):
     ("vae", ["sample_grid=-1"], "sample_grid=-1 is out of range"),
     ("vae", ["task_options.edit.examples=1"], "task_options.edit.examples=1 is out of range"),
     ("vae", ["+task_options.edit.colour=red"], "task_options.edit.colour is not a key"),
+    ("vae", ["task_options.temperature.temperatures=[0.7,-1]"],
+     r"task_options.temperature.temperatures=\[0.7, -1\] is out of range"),
     ("vae", ["+task_options.edti.examples=5"], "'edti' is not a task"),
 ])
 def test_evaluate_refuses_overrides_a_checkpoint_does_not_accept(family, overrides, message,

@@ -15,9 +15,13 @@ Validation uses one dequantization sample per image (fixed noise per batch); the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Annotated, Any
+
 import torch
 from torch import nn
 
+from genlab.checks import OneOf, Range
 from genlab.data.transforms import to_model_range, to_uint8
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.bpd import bits_per_dim
@@ -28,6 +32,17 @@ from genlab.nets.flows import MultiScaleFlow, VariationalDequantizer
 PERMUTATIONS = ("lu", "conv", "reverse")
 COUPLINGS = ("affine", "additive")
 DEQUANTIZATIONS = ("uniform", "variational")
+Count = Annotated[int, Range(0)]
+
+
+def check_levels(levels: int, top_checkerboard_steps: int, size: tuple[int, int]) -> None:
+    """Every level but a RealNVP checkerboard top halves the image: its sides must divide."""
+    h, w = size
+    squeezes = levels - (1 if top_checkerboard_steps else 0)
+    if h % 2 ** squeezes or w % 2 ** squeezes:
+        raise GenlabError(f"model.levels={levels} halves the {h}x{w} images {squeezes} "
+                          f"times, so their sides must be divisible by {2 ** squeezes}. "
+                          "Use fewer levels or another data.image_size.")
 
 
 class Flow(GenerativeModule):
@@ -37,43 +52,45 @@ class Flow(GenerativeModule):
 
     The code of an image (`encode`) is the whole standardized latent, (B, C*H*W): standard
     normal under the model, decoded exactly by `decode`; samples at temperature T decode
-    z ~ N(0, T^2 I)."""
+    z ~ N(0, T^2 I).
+
+    The test step logs the plain one-sample bound (`test_dequant_samples=1`, as cheap as
+    validation and the number the papers report); evaluate.py keeps it unless asked for the
+    importance-weighted bound (+model.test_dequant_samples=K), so there is no `full_evaluation`.
+    """
 
     has_likelihood = True
+    # The 8-bit image is recovered from the batch (to_uint8) and dequantized here, so
+    # data.dequantize=true gives the same bits/dim (never a second dequantization).
+    accepts_dequantized_data = True
+    evaluation_keys = frozenset({"test_dequant_samples", "importance_batch", "temperature"})
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 conditional: bool = False,
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
                  # architecture
-                 levels: int = 3, steps: int = 8, checkerboard_steps: int = 0,
-                 top_checkerboard_steps: int = 0, width: int = 64, res_blocks: int = 0,
-                 coupling: str = "affine", permutation: str = "lu",
-                 logit_alpha: float | None = None, learn_top: bool = True,
+                 levels: Annotated[int, Range(1)] = 3, steps: Count = 8,
+                 checkerboard_steps: Count = 0, top_checkerboard_steps: Count = 0,
+                 width: Annotated[int, Range(1)] = 64, res_blocks: Count = 0,
+                 coupling: Annotated[str, OneOf(COUPLINGS)] = "affine",
+                 permutation: Annotated[str, OneOf(PERMUTATIONS)] = "lu",
+                 logit_alpha: Annotated[float, Range(0, 0.5, low_open=True, high_open=True)]
+                 | None = None,
+                 learn_top: bool = True,
                  # dequantization and the likelihood
-                 dequantization: str = "uniform", dequant_steps: int = 4,
-                 dequant_width: int = 32, test_dequant_samples: int = 1,
-                 importance_batch: int = 1024,
+                 dequantization: Annotated[str, OneOf(DEQUANTIZATIONS)] = "uniform",
+                 dequant_steps: Annotated[int, Range(1)] = 4,
+                 dequant_width: Annotated[int, Range(1)] = 32,
+                 test_dequant_samples: Annotated[int, Range(1)] = 1,
+                 importance_batch: Annotated[int, Range(1)] = 1024,
                  # sampling
-                 temperature: float = 1.0,
+                 temperature: Annotated[float, Range(0)] = 1.0,
                  **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         check_choice("model.coupling", coupling, COUPLINGS)
         check_choice("model.permutation", permutation, PERMUTATIONS)
         check_choice("model.dequantization", dequantization, DEQUANTIZATIONS)
-        self._check_architecture(levels, steps, checkerboard_steps, top_checkerboard_steps,
-                                 width, res_blocks, logit_alpha)
-        if test_dequant_samples < 1:
-            raise GenlabError(f"model.test_dequant_samples={test_dequant_samples}: the test "
-                              "bound needs at least one dequantization sample per image (1 is "
-                              "the plain bound, more give the importance-weighted one).")
-        if dequantization == "variational" and (dequant_steps < 1 or dequant_width < 1):
-            raise GenlabError(f"model.dequant_steps={dequant_steps}, model.dequant_width="
-                              f"{dequant_width}: variational dequantization needs at least one "
-                              "coupling of width at least 1 (Flow++ uses 4 of width 32 or more).")
-        if temperature < 0:
-            raise GenlabError(f"model.temperature={temperature}: sampling temperatures scale the "
-                              "standard deviation of the code, so they must be >= 0 (1 is the "
-                              "model's distribution, Glow shows 0.7).")
+        check_levels(levels, top_checkerboard_steps, self.image_shape[1:])
         self.test_dequant_samples, self.temperature = test_dequant_samples, temperature
         self.importance_batch = importance_batch
         self.flow = MultiScaleFlow(
@@ -84,27 +101,12 @@ class Flow(GenerativeModule):
                                                    dequant_steps)
                             if dequantization == "variational" else None)
 
-    def _check_architecture(self, levels: int, steps: int, checkerboard_steps: int,
-                            top_checkerboard_steps: int, width: int, res_blocks: int,
-                            logit_alpha: float | None) -> None:
-        _, h, w = self.image_shape
-        if levels < 1 or min(steps, checkerboard_steps, top_checkerboard_steps, res_blocks) < 0:
-            raise GenlabError(f"model.levels={levels}, model.steps={steps}, "
-                              f"model.checkerboard_steps={checkerboard_steps}, "
-                              f"model.top_checkerboard_steps={top_checkerboard_steps}, "
-                              f"model.res_blocks={res_blocks}: a flow needs at least one level "
-                              "and no negative counts.")
-        if width < 1:
-            raise GenlabError(f"model.width={width}: the coupling networks need at least one "
-                              "channel (Glow uses 512).")
-        squeezes = levels - (1 if top_checkerboard_steps else 0)
-        if h % 2 ** squeezes or w % 2 ** squeezes:
-            raise GenlabError(f"model.levels={levels} halves the {h}x{w} images {squeezes} "
-                              f"times, so their sides must be divisible by {2 ** squeezes}. "
-                              "Use fewer levels or another data.image_size.")
-        if logit_alpha is not None and not 0 < logit_alpha < 0.5:
-            raise GenlabError(f"model.logit_alpha={logit_alpha}: the logit preprocessing needs "
-                              "0 < alpha < 0.5 (RealNVP uses 0.05), or null for none.")
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        super().check_config(model, data)
+        size, levels = data.get("image_size"), model.get("levels", 3)
+        if isinstance(size, int) and isinstance(levels, int):
+            check_levels(levels, model.get("top_checkerboard_steps", 0), (size, size))
 
     # -- the likelihood ----------------------------------------------------------------------
     def _dequantize(self, u: torch.Tensor, noise: torch.Tensor, watch=None

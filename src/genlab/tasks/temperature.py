@@ -8,14 +8,19 @@ Options (`task_options.temperature.*` in evaluate.py): `temperatures` (default
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from genlab.checks import NonEmpty, Range
 from genlab.tasks.base import TaskInputs, TaskResult, task
 
 TEMPERATURES = (0.0, 0.5, 0.7, 0.85, 1.0)
 
 
-@task("temperature", needs=("sample_at_temperature",))
+@task("temperature", needs=("sample_at_temperature",),
+      options={"temperatures": Annotated[list[float], NonEmpty, Range(0)],
+               "columns": Annotated[int, Range(1)]})
 def temperature(model, inputs: TaskInputs) -> TaskResult:
     """Rows: samples at temperatures 0, 0.5, 0.7, 0.85 and 1, from the same noise in every
     row (so each column is one code, scaled)."""
