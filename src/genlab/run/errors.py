@@ -1,4 +1,8 @@
-"""User errors at the command line: one paragraph on stderr, exit status 1, no traceback."""
+"""User errors at the command line: one paragraph on stderr, exit status 1, no traceback.
+
+In a multirun (`-m`: a grid, an Optuna search, a SLURM array) a failing job must not end the
+others: there the paragraph is printed and the job raises `JobFailed`, which Hydra records as
+that job's failure (an Optuna trial becomes FAIL and the search goes on)."""
 
 from __future__ import annotations
 
@@ -28,10 +32,14 @@ def user_message(err: BaseException) -> str | None:
     return None
 
 
+class JobFailed(Exception):
+    """A multirun job ended in a user error (already printed as one paragraph)."""
+
+
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Print an error the user can fix as one paragraph and exit with status 1; let any other
-    error through."""
+def user_errors(multirun: bool = False) -> Iterator[None]:
+    """Print an error the user can fix as one paragraph and exit with status 1 (in a multirun
+    job: raise JobFailed instead); let any other error through."""
     try:
         yield
     except Exception as err:
@@ -39,13 +47,22 @@ def user_errors() -> Iterator[None]:
         if message is None:
             raise
         print(f"\ngenlab: {message}", file=sys.stderr)
+        if multirun:
+            raise JobFailed(message) from None
         sys.exit(1)
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def report_user_errors(task: Callable) -> Callable:
     """Decorate an entry point's task function with `user_errors`."""
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
-        with user_errors():
+        with user_errors(multirun=in_multirun()):
             return task(*args, **kwargs)
     return wrapper

@@ -42,6 +42,9 @@ class StartupChecks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Each job's overrides are applied by the sweeper later: its config is validated by
-        # train() / evaluate() in the job.
+        # train() / evaluate() in the job. The sweep directory is made now, because the Optuna
+        # sweeper opens its study (optuna.db) there before the launcher makes it.
         with user_errors():
-            check_writable(str(OmegaConf.select(config, "hydra.sweep.dir")), "hydra.sweep.dir")
+            sweep_dir = check_writable(str(OmegaConf.select(config, "hydra.sweep.dir")),
+                                       "hydra.sweep.dir")
+            sweep_dir.mkdir(parents=True, exist_ok=True)
