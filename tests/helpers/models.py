@@ -6,6 +6,7 @@ from functools import partial
 
 import torch
 
+from genlab.models.autoencoder import Autoencoder
 from genlab.models.ddpm import DDPM
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
@@ -32,3 +33,10 @@ def tiny_gan(**options) -> GAN:
                     d_width=8, optimizer=partial(torch.optim.Adam, betas=(0.5, 0.9)))
     settings.update(options)
     return GAN(**settings)
+
+
+def tiny_autoencoder(**options) -> Autoencoder:
+    """16x16 single-channel images, 4- and 8-channel nets, a 3-number code; in eval mode."""
+    settings = dict(image_shape=(1, 16, 16), code_dim=3, channels=(4, 8), chain_steps=3)
+    settings.update(options)
+    return Autoencoder(**settings).eval()
