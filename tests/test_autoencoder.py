@@ -94,6 +94,27 @@ def test_cae_training_loss_is_reconstruction_plus_weighted_contraction():
     assert loss.item() == pytest.approx((recon + 0.7 * penalty).item(), rel=1e-5)
 
 
+def test_relative_contraction_is_the_penalty_of_the_standardised_code_and_scale_free():
+    """With an untied decoder the raw penalty can be bought down by shrinking the code (the
+    decoder scales it back up); the relative one, ||diag(1/s) J||_F^2, cannot."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 16, 16) * 2 - 1
+    model = tiny_autoencoder(contraction=1.0, jacobian="exact", relative_contraction=True)
+    spread = model.code(x).std(0)
+    expected = brute_force_penalty(lambda images: model.code(images) / spread, x)
+    relative = model.contraction_penalty(x)
+    assert torch.allclose(relative, expected, rtol=1e-4)
+    raw = tiny_autoencoder(contraction=1.0, jacobian="exact")
+    raw.load_state_dict(model.state_dict())
+    raw_before = raw.contraction_penalty(x)
+    with torch.no_grad():
+        for m in (model, raw):
+            m.to_code.weight.mul_(0.1)
+            m.to_code.bias.mul_(0.1)
+    assert torch.allclose(model.contraction_penalty(x), relative, rtol=1e-4)
+    assert torch.allclose(raw.contraction_penalty(x), 0.01 * raw_before, rtol=1e-4)
+
+
 # -- corruptions and the walk-back chain ------------------------------------------------------
 @pytest.mark.parametrize("kind", ["masking", "salt_and_pepper"])
 @pytest.mark.parametrize("p", [0.1, 0.5])

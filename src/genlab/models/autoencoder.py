@@ -53,7 +53,8 @@ class Autoencoder(GenerativeModule):
                  channels: tuple[int, ...] = (32, 64, 128), likelihood: str = "logistic",
                  corruption: str | None = None, corruption_level: float = 0.0,
                  walkback_steps: int = 1, contraction: float = 0.0, jacobian: str = "estimate",
-                 projections: int = 1, sampler: str = "code_gaussian", chain_steps: int = 100,
+                 projections: int = 1, relative_contraction: bool = False,
+                 sampler: str = "code_gaussian", chain_steps: int = 100,
                  code_fit_images: int = 10000, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
@@ -76,6 +77,7 @@ class Autoencoder(GenerativeModule):
         self.corruption, self.corruption_level = corruption, corruption_level
         self.walkback_steps, self.contraction, self.projections = (walkback_steps, contraction,
                                                                    projections)
+        self.relative_contraction = relative_contraction
         self.chain_steps, self.code_fit_images = chain_steps, code_fit_images
         c, size, _ = self.image_shape
         self.encoder = ConvEncoder(c, size, tuple(channels))
@@ -114,10 +116,17 @@ class Autoencoder(GenerativeModule):
         return self.pixels.sample(self.decoder_params(self.code(x), labels), generator)
 
     def contraction_penalty(self, x: torch.Tensor) -> torch.Tensor:
-        """||J_f(x)||_F^2 per image, exact or estimated (model.jacobian)."""
+        """||J_f(x)||_F^2 per image, exact or estimated (model.jacobian); with
+        relative_contraction, ||diag(1/s) J_f(x)||_F^2 with s the per-dimension standard
+        deviation of the batch's codes (in the graph: the penalty does not change when the code
+        is rescaled)."""
+        fn = self.code
+        if self.relative_contraction:
+            spread = self.code(x).std(0)
+            fn = lambda images: self.code(images) / spread  # noqa: E731
         if self.jacobian == "exact":
-            return jacobian_frobenius_sq(self.code, x)
-        return jacobian_frobenius_sq_estimate(self.code, x, self.projections)
+            return jacobian_frobenius_sq(fn, x)
+        return jacobian_frobenius_sq_estimate(fn, x, self.projections)
 
     # -- training and evaluation -------------------------------------------------------------
     def training_step(self, batch, batch_idx):
