@@ -398,7 +398,7 @@ def test_probe_needs_an_encoder_and_labels(digits, fake_root):
     from genlab.data import ImageDataModule
 
     celeba = ImageDataModule("celeba", str(fake_root), str(fake_root / "cache"), channels=3,
-                             download=False, verify=False, val_size=4)
+                             download=False, verify=False, val_size=4, batch_size=8)
     with pytest.raises(GenlabError, match="class labels"):
         representation.check_probe(tiny_autoencoder(), celeba)
 

@@ -29,17 +29,20 @@ Class-conditional (model.conditional=true): the decoder sees the label, the code
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
+from genlab.checks import NonEmpty, OneOf, Range
 from genlab.errors import GenlabError, check_choice
-from genlab.maths.autoencoder import check_corruption, corrupt, walkback_chain
+from genlab.maths.autoencoder import CORRUPTIONS, check_corruption, corrupt, walkback_chain
 from genlab.maths.distributions import PixelLikelihood
 from genlab.maths.penalties import jacobian_frobenius_sq, jacobian_frobenius_sq_estimate
 from genlab.models.base import GenerativeModule, encode_all, interpolate_codes
-from genlab.nets.conv import ConvDecoder, ConvEncoder
+from genlab.nets.conv import ConvDecoder, ConvEncoder, check_conv_config
 
 SAMPLERS = ("code_gaussian", "walkback")
 JACOBIANS = ("exact", "estimate")
@@ -47,15 +50,25 @@ JACOBIANS = ("exact", "estimate")
 
 class Autoencoder(GenerativeModule):
     has_likelihood = False
+    # the reconstruction NLL is the discretized likelihood of the 8-bit grid, as the VAE's
+    accepts_dequantized_data = False
+    # how samples are made; everything else shapes or trains the network
+    evaluation_keys = frozenset({"sampler", "chain_steps"})
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 conditional: bool = False, code_dim: int = 32,
-                 channels: tuple[int, ...] = (32, 64, 128), likelihood: str = "logistic",
-                 corruption: str | None = None, corruption_level: float = 0.0,
-                 walkback_steps: int = 1, contraction: float = 0.0, jacobian: str = "estimate",
-                 projections: int = 1, relative_contraction: bool = False,
-                 sampler: str = "code_gaussian", chain_steps: int = 100,
-                 code_fit_images: int = 10000, **base):
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
+                 code_dim: Annotated[int, Range(1)] = 32,
+                 channels: Annotated[tuple[int, ...], NonEmpty, Range(4)] = (32, 64, 128),
+                 likelihood: Annotated[str, OneOf(PixelLikelihood.NAMES)] = "logistic",
+                 corruption: Annotated[str, OneOf(CORRUPTIONS)] | None = None,
+                 corruption_level: Annotated[float, Range(0)] = 0.0,
+                 walkback_steps: Annotated[int, Range(1)] = 1,
+                 contraction: Annotated[float, Range(0)] = 0.0,
+                 jacobian: Annotated[str, OneOf(JACOBIANS)] = "estimate",
+                 projections: Annotated[int, Range(1)] = 1, relative_contraction: bool = False,
+                 sampler: Annotated[str, OneOf(SAMPLERS)] = "code_gaussian",
+                 chain_steps: Annotated[int, Range(1)] = 100,
+                 code_fit_images: Annotated[int, Range(2)] = 10000, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         self.pixels = PixelLikelihood(likelihood)
@@ -66,10 +79,7 @@ class Autoencoder(GenerativeModule):
         self._check_counts(code_dim=code_dim, walkback_steps=walkback_steps,
                            projections=projections, chain_steps=chain_steps,
                            code_fit_images=code_fit_images)
-        if corruption is None and (walkback_steps > 1 or sampler == "walkback"):
-            raise GenlabError("model.walkback_steps > 1 and model.sampler=walkback run the "
-                              "denoising chain, which needs a corruption: set model.corruption "
-                              "(gaussian, masking or salt_and_pepper) or use model=dae.")
+        self._check_chain(corruption, walkback_steps, sampler)
         if contraction < 0:
             raise GenlabError(f"model.contraction={contraction}: the weight of the contractive "
                               "penalty must be >= 0 (0: off).")
@@ -89,6 +99,29 @@ class Autoencoder(GenerativeModule):
         self.register_buffer("code_mean", torch.zeros(code_dim))
         self.register_buffer("code_scale_tril", torch.eye(code_dim))
         self.register_buffer("code_fitted", torch.tensor(False))
+
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        super().check_config(model, data)
+        check_conv_config(model, data)
+        corruption = model.get("corruption")
+        if corruption is not None:
+            check_corruption(corruption, model.get("corruption_level", 0.0))
+        cls._check_chain(corruption, model.get("walkback_steps", 1),
+                         model.get("sampler", "code_gaussian"))
+        batch = data.get("batch_size")
+        if (model.get("relative_contraction") and model.get("contraction", 0) > 0
+                and isinstance(batch, int) and batch < 2):
+            raise GenlabError(f"model.relative_contraction=true divides by the spread of the "
+                              f"codes over the batch, which needs data.batch_size >= 2; it is "
+                              f"{batch}.")
+
+    @staticmethod
+    def _check_chain(corruption: str | None, walkback_steps: int, sampler: str) -> None:
+        if corruption is None and (walkback_steps > 1 or sampler == "walkback"):
+            raise GenlabError("model.walkback_steps > 1 and model.sampler=walkback run the "
+                              "denoising chain, which needs a corruption: set model.corruption "
+                              "(gaussian, masking or salt_and_pepper) or use model=dae.")
 
     @staticmethod
     def _check_counts(**counts: int) -> None:
@@ -122,7 +155,7 @@ class Autoencoder(GenerativeModule):
         is rescaled)."""
         fn = self.code
         if self.relative_contraction:
-            spread = self.code(x).std(0)
+            spread = self.code(x).std(0).clamp(min=1e-6)  # a constant unit: no NaN
             fn = lambda images: self.code(images) / spread  # noqa: E731
         if self.jacobian == "exact":
             return jacobian_frobenius_sq(fn, x)
