@@ -8,8 +8,10 @@ import mpmath
 import pytest
 import torch
 
+from genlab.errors import GenlabError
 from genlab.maths.bpd import bits_per_dim, dequantized_nll
 from genlab.maths.distributions import (
+    PixelLikelihood,
     bernoulli_log_prob,
     diagonal_normal_log_prob,
     discretized_gaussian_log_prob,
@@ -138,3 +140,43 @@ def test_slerp_keeps_the_ends_and_the_norm_and_handles_parallel_rows():
     assert torch.allclose(path[:, 0], z0) and torch.allclose(path[:, -1], z1)
     assert torch.allclose(path[0].norm(dim=1), torch.full((5,), 3.0))  # on the circle
     assert torch.allclose(path[1, 2], torch.tensor([1.5, 1.5]))  # parallel rows: the line
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian", "logistic"])
+def test_pixel_likelihood_head_reads_decoder_outputs(name):
+    """The decoder head shared by the VAE and the autoencoders: its log-probability is the
+    likelihood's, and its draws have the likelihood's mean and spread."""
+    head = PixelLikelihood(name)
+    n = 200_000
+    x = torch.rand(2, 1, 4, 4) * 2 - 1
+    if name == "bernoulli":
+        logits = torch.full((n, 1, 1, 1), 0.8)
+        assert head.channels(3) == 3
+        assert torch.equal(head.log_prob(x.sign(), logits[:2].expand(2, 1, 4, 4)),
+                           bernoulli_log_prob(x.sign(), logits[:2].expand(2, 1, 4, 4)))
+        draws = head.sample(logits, torch.Generator().manual_seed(0))
+        p = torch.sigmoid(torch.tensor(0.8)).item()
+        assert set(draws.unique().tolist()) == {-1.0, 1.0}
+        assert abs((draws == 1).float().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / n)
+        assert head.mean(logits[:1]).item() == pytest.approx(2 * p - 1)
+        with pytest.raises(GenlabError, match="data.binarize"):
+            head.check_input(x)
+        return
+    assert head.channels(3) == 6
+    params = torch.cat([torch.full((n, 1, 1, 1), 0.2), torch.full((n, 1, 1, 1), math.log(0.1))],
+                       dim=1)
+    exact = (discretized_gaussian_log_prob if name == "gaussian" else
+             discretized_logistic_log_prob)(x, params[:2, :1].expand(2, 1, 4, 4),
+                                            params[:2, 1:].expand(2, 1, 4, 4))
+    assert torch.equal(head.log_prob(x, params[:2].expand(2, 2, 4, 4)), exact)
+    draws = head.sample(params, torch.Generator().manual_seed(0))
+    std = 0.1 * (1 if name == "gaussian" else math.pi / math.sqrt(3))
+    assert abs(draws.mean().item() - 0.2) < 4 * std / math.sqrt(n)
+    assert draws.std().item() == pytest.approx(std, rel=0.01)
+    assert head.mean(params[:1]).item() == pytest.approx(0.2)
+    head.check_input(x)  # 8-bit images are fine
+
+
+def test_unknown_pixel_likelihood_is_explained():
+    with pytest.raises(GenlabError, match="bernoulli, gaussian, logistic"):
+        PixelLikelihood("poisson")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers.models import small_vae, tiny_ddpm, tiny_gan
+from helpers.models import small_vae, tiny_autoencoder, tiny_ddpm, tiny_gan
 
 from genlab.errors import GenlabError
 from genlab.tasks import TASKS, TaskInputs, offered, run_task
@@ -18,6 +18,10 @@ def test_each_family_offers_the_tasks_of_its_capabilities():
     assert offered(small_vae()) == ["edit", "interpolate", "reconstruct", "traversal"]
     assert offered(tiny_ddpm()) == ["denoise", "inpaint", "interpolate", "outpaint"]
     assert offered(tiny_gan()) == ["interpolate"]
+    for variant in ({}, {"corruption": "gaussian", "corruption_level": 0.3},
+                    {"contraction": 0.1}):  # ae, dae, cae
+        assert offered(tiny_autoencoder(**variant)) == ["denoise", "edit", "interpolate",
+                                                        "reconstruct"]
 
 
 @pytest.mark.parametrize("name, rows", [("inpaint", 3), ("outpaint", 3), ("denoise", 3),
@@ -71,18 +75,26 @@ def test_the_attribute_direction_recovers_a_known_offset():
     offset = torch.tensor([2.0, 0.0, -1.0, 0.0, 0.5, 0.0])
     codes[has] += offset
     assert torch.allclose(attribute_direction(codes, has), offset, atol=0.1)
+    spatial = 0.5 * torch.randn(4000, 2, 3, 3, generator=g)  # shaped like images (a flow's z)
+    spatial[has] += offset.view(2, 3, 1)
+    assert torch.allclose(attribute_direction(spatial, has),
+                          offset.view(2, 3, 1).expand(2, 3, 3), atol=0.1)
     with pytest.raises(GenlabError, match="with and without"):
         attribute_direction(codes, torch.ones(4000, dtype=torch.bool))
 
 
-def test_edit_moves_test_images_along_a_class_direction(tmp_path):
+@pytest.mark.parametrize("family", ["vae", "autoencoder"])
+def test_edit_moves_test_images_along_a_class_direction(family, tmp_path, monkeypatch):
+    """The one implementation serves every model that encodes: a = 0 is the reconstruction,
+    and decode sees the code moved by exactly a times the class direction."""
     from genlab.data import ImageDataModule
 
     data = ImageDataModule("digits", str(tmp_path), str(tmp_path), channels=1, val_size=300,
                            test_size=100)
     data.setup()
     torch.manual_seed(0)
-    model = small_vae().eval()
+    model = (small_vae() if family == "vae" else tiny_autoencoder(image_shape=(1, 32, 32))
+             ).eval()
     x = data.to_model_input(data.splits["test"][0][:4], train=False)
     result = run_task("edit", model, TaskInputs(x, None, None, data, {"attribute": "3",
                                                                        "examples": 300}))
@@ -90,5 +102,16 @@ def test_edit_moves_test_images_along_a_class_direction(tmp_path):
     assert torch.allclose(rows[:, 3], model.reconstruct(x), atol=1e-5)  # strength 0
     assert not torch.allclose(rows[:, 0], rows[:, -1])
     assert result.metrics["examples_with"] == int((data.splits["val"][1] == 3).sum())
+    val_x = data.to_model_input(data.splits["val"][0][:300], train=False)
+    direction = attribute_direction(model.encode(val_x), data.splits["val"][1][:300] == 3)
+    assert result.metrics["direction_norm"] == pytest.approx(direction.norm().item(), rel=1e-5)
+    decoded = []
+    real_decode = model.decode
+    monkeypatch.setattr(model, "decode", lambda z, labels=None: decoded.append(z) or
+                        real_decode(z, labels))
+    run_task("edit", model, TaskInputs(x, None, None, data, {"attribute": "3", "examples": 300}))
+    moved = decoded[0].view(4, 7, -1) - model.encode(x)[:, None]
+    strengths = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+    assert torch.allclose(moved, strengths.view(1, 7, 1) * direction, atol=1e-4)
     with pytest.raises(GenlabError, match="choose one of 0, 1"):
         run_task("edit", model, TaskInputs(x, None, None, data, {"attribute": "cat"}))

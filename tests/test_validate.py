@@ -59,7 +59,7 @@ def declared_hints() -> list[tuple[str, object]]:
 
     for dataset, spec in DATASETS.items():
         hints += [(f"data={dataset}.{name}", hint) for name, hint in spec.options.items()]
-    for table in ("TRAIN_KEYS", "EVALUATE_KEYS", "FID_KEYS", "TRAINER_KEYS",
+    for table in ("TRAIN_KEYS", "EVALUATE_KEYS", "FID_KEYS", "PROBE_KEYS", "TRAINER_KEYS",
                   "MODEL_CHECKPOINT_KEYS", "OPTIMIZER_KEYS"):
         hints += [(f"{table}.{name}", hint) for name, hint in getattr(v, table).items()]
     return hints
@@ -114,8 +114,9 @@ def test_every_declared_range_rejects_the_value_outside_and_accepts_its_bound(na
 def test_the_range_cases_cover_every_family():
     names = {case.values[0].rsplit(".", 1)[0] for case in range_cases()}
     for target in ("genlab.models.vae.VAE", "genlab.models.ddpm.DDPM", "genlab.models.gan.GAN",
-                   "genlab.models.flow.Flow", "genlab.data.ImageDataModule",
-                   "genlab.callbacks.SampleGrid", "TRAINER_KEYS"):
+                   "genlab.models.flow.Flow", "genlab.models.autoencoder.Autoencoder",
+                   "PROBE_KEYS", "genlab.data.ImageDataModule", "genlab.callbacks.SampleGrid",
+                   "TRAINER_KEYS"):
         assert target in names
 
 
@@ -226,6 +227,9 @@ def test_other_precisions_are_refused_with_the_valid_spellings(typed, compose):
     (["trainer.max_time=1h"], r"trainer.max_time='1h' is not valid: it must be DD:HH:MM:SS"),
     (["data.dequantize=true"], "data.dequantize=true does not suit VAE"),
     (["model=ddpm", "data.dequantize=true"], "data.dequantize=true does not suit DDPM"),
+    (["model=dae", "data.dequantize=true"], "data.dequantize=true does not suit Autoencoder"),
+    (["model=dae", "model.corruption_level=0"], "the gaussian corruption's standard deviation"),
+    (["model=ae", "model.sampler=walkback"], "which needs a corruption"),
     (["model.likelihood=bernoulli"], "model.likelihood=bernoulli needs binary pixels"),
     (["model.channels=[6,12]"], r"model.channels=\[6, 12\]: every width must be a multiple of 4"),
     (["model.channels=[8,16,32,64,128,256]"], "data.image_size must be a multiple of 64"),
@@ -298,6 +302,11 @@ def evaluate_cfg(compose, family: str, *overrides: str):
     ("vae", ["task_options.temperature.temperatures=[0.7,-1]"],
      r"task_options.temperature.temperatures=\[0.7, -1\] is out of range"),
     ("vae", ["+task_options.edti.examples=5"], "'edti' is not a task"),
+    ("vae", ["probe.seeds=0"], "probe.seeds=0 is out of range"),
+    ("vae", ["probe.baselines=[pixel]"], r"probe.baselines=\['pixel'\] is not valid: it must be "
+                                         "a list of"),
+    ("vae", ["+probe.k=5"], "probe.k is not a key of probe"),
+    ("gan", ["probe.enabled=true"], "probe.enabled=true needs a model that encodes images"),
 ])
 def test_evaluate_refuses_overrides_a_checkpoint_does_not_accept(family, overrides, message,
                                                                   compose):

@@ -6,6 +6,7 @@ from functools import partial
 
 import torch
 
+from genlab.models.autoencoder import Autoencoder
 from genlab.models.ddpm import DDPM
 from genlab.models.flow import Flow
 from genlab.models.gan import GAN
@@ -41,3 +42,10 @@ def tiny_flow(**options) -> Flow:
     settings = dict(image_shape=(1, 8, 8), levels=2, steps=2, width=8)
     settings.update(options)
     return Flow(**settings)
+
+
+def tiny_autoencoder(**options) -> Autoencoder:
+    """16x16 single-channel images, 4- and 8-channel nets, a 3-number code; in eval mode."""
+    settings = dict(image_shape=(1, 16, 16), code_dim=3, channels=(4, 8), chain_steps=3)
+    settings.update(options)
+    return Autoencoder(**settings).eval()

@@ -16,7 +16,9 @@ F underflows to 0 or rounds to 1 in float32:
 A Gaussian bin that is narrow against the scale (b - a < 1e-3) uses the density at its centre
 times its width instead, as PixelCNN++ does: there the log-CDF difference would cancel (the
 logistic form above needs no such fallback: log(1 - e^(a - b)) is exact for small b - a).
-All of it runs in float32 even under bf16 / fp16 autocast.
+All of it runs in float32 even under bf16 / fp16 autocast. `PixelLikelihood` reads a decoder's
+output as one of these per-pixel likelihoods (log-probability, mean image, a draw), for every
+family with a pixel decoder.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from genlab.errors import GenlabError, check_choice
 
 _NARROW = 1e-3  # standardised bin width below which the density x width form is used
 
@@ -160,3 +164,72 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, weights: torch.Tensor) -> torch.Te
     safe = torch.where(parallel, torch.ones_like(sin), sin)
     curved = (torch.sin((1 - w) * theta) * a + torch.sin(w * theta) * b) / safe
     return torch.where(parallel, (1 - w) * a + w * b, curved)
+
+
+class PixelLikelihood:
+    """A decoder's output read as a per-pixel likelihood p(x | params), shared by every family
+    with a pixel decoder (the VAE, the autoencoders):
+
+    - bernoulli: C logits per pixel, for binary images (x in {-1, 1});
+    - gaussian / logistic: a mean and a log-scale per pixel channel (2C outputs), the density
+      integrated over each 8-bit bin (`discretized_*_log_prob`); log-scales below -7 are
+      clamped (a bin is 2/255 wide, so narrower densities buy nothing but overflow).
+    """
+
+    NAMES = ("bernoulli", "gaussian", "logistic")
+    MIN_LOG_SCALE = -7.0
+
+    def __init__(self, name: str, option: str = "model.likelihood"):
+        self.name = check_choice(option, name, self.NAMES)
+        self._checked = False
+
+    def channels(self, image_channels: int) -> int:
+        """Decoder output channels for images of `image_channels` channels."""
+        return image_channels if self.name == "bernoulli" else 2 * image_channels
+
+    def _mean_and_log_scale(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_scale = params.float().chunk(2, dim=1)
+        return mean, log_scale.clamp(min=self.MIN_LOG_SCALE)
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x | params) per image (B,), float32."""
+        if self.name == "bernoulli":
+            return bernoulli_log_prob(x, params)
+        mean, log_scale = self._mean_and_log_scale(params)
+        if self.name == "gaussian":
+            return discretized_gaussian_log_prob(x, mean, log_scale)
+        return discretized_logistic_log_prob(x, mean, log_scale)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The expected image, in [-1, 1] (for the discretized densities: their location,
+        clamped)."""
+        if self.name == "bernoulli":
+            return torch.sigmoid(params.float()) * 2 - 1
+        return params.float().chunk(2, dim=1)[0].clamp(-1, 1)
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        """One image from p(x | params), in [-1, 1]: binary pixels for bernoulli; for the
+        discretized densities a continuous draw mean + scale * F^-1(u), clamped to [-1, 1]
+        (its 8-bit bin is the discrete draw)."""
+        u = torch.rand(self.mean(params).shape, device=params.device, generator=generator)
+        if self.name == "bernoulli":
+            return torch.where(u < torch.sigmoid(params.float()), 1.0, -1.0)
+        mean, log_scale = self._mean_and_log_scale(params)
+        u = u.clamp(1e-6, 1 - 1e-6)
+        if self.name == "gaussian":
+            standard = math.sqrt(2) * torch.special.erfinv(2 * u - 1)
+        else:
+            standard = torch.log(u) - torch.log1p(-u)
+        return (mean + log_scale.exp() * standard).clamp(-1, 1)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """A GenlabError when a bernoulli likelihood is given 8-bit (non-binary) images; call it
+        on training batches: only the first one is checked."""
+        if self._checked:
+            return
+        if self.name == "bernoulli" and not ((x == -1) | (x == 1)).all():
+            raise GenlabError("model.likelihood=bernoulli needs binary pixels: set "
+                              "data.binarize=dynamic (or static), or choose "
+                              "model.likelihood=logistic for 8-bit images.")
+        self._checked = True

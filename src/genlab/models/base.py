@@ -41,6 +41,7 @@ from typing import Annotated, Any, ClassVar
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from genlab.checks import OneOf, Range
 from genlab.errors import GenlabError
@@ -112,6 +113,14 @@ class GenerativeModule(L.LightningModule):
                               f"{self.num_classes - 1}.")
         return labels
 
+    def with_labels(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Features h (..., F) with the one-hot labels appended for conditional models (labels
+        as returned by `condition`); h itself for unconditional ones."""
+        if not self.conditional:
+            return h
+        one_hot = F.one_hot(labels, self.num_classes).to(h.dtype)
+        return torch.cat([h, one_hot.expand(*h.shape[:-1], -1)], dim=-1)
+
     def log_nll(self, stage: str, nll_nats: torch.Tensor, name: str = "nll_nats") -> None:
         """Log the mean per-image NLL in nats (as `<stage>/<name>`: a bound whose value depends
         on an estimator setting names it, e.g. `nll_nats_k100`) and in bits/dim."""
@@ -149,3 +158,35 @@ class GenerativeModule(L.LightningModule):
         checkpoints move freely between compiled and eager runs)."""
         for module in self.children():
             module.compile()
+
+
+@torch.no_grad()
+def interpolate_codes(model: GenerativeModule, x0: torch.Tensor, x1: torch.Tensor, steps: int,
+                      labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The `interpolate` capability of a model with flat codes (`encode` -> (B, D), `decode`):
+    for pairs of images (B, C, H, W), decoded points along the straight line between their
+    codes; (B * steps, C, H, W), one row of `steps` images per pair."""
+    b = len(x0)
+    pair_labels = None if labels is None else labels.repeat(2)
+    z = model.encode(torch.cat([x0, x1]), pair_labels)
+    t = torch.linspace(0, 1, steps, device=z.device)[None, :, None]
+    line = (1 - t) * z[:b, None] + t * z[b:, None]
+    row_labels = None if labels is None else labels.repeat_interleave(steps)
+    return model.decode(line.flatten(0, 1), row_labels)
+
+
+@torch.no_grad()
+def encode_all(model: GenerativeModule, images: torch.Tensor, labels: torch.Tensor | None,
+               datamodule, batch_size: int = 256,
+               reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Codes `model.encode` of uint8 images (N, C, H, W) (and labels, for conditional models),
+    `batch_size` at a time, each batch's codes passed through `reduce` when given (e.g. pooled
+    and moved to the CPU)."""
+    codes = []
+    for start in range(0, len(images), batch_size):
+        x = datamodule.to_model_input(images[start:start + batch_size].to(model.device),
+                                      train=False)
+        y = None if labels is None else labels[start:start + batch_size].to(model.device)
+        z = model.encode(x, y)
+        codes.append(z if reduce is None else reduce(z))
+    return torch.cat(codes)

@@ -11,23 +11,17 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genlab.checks import NonEmpty, OneOf, Range
-from genlab.errors import GenlabError, check_choice
-from genlab.maths.distributions import (
-    bernoulli_log_prob,
-    discretized_gaussian_log_prob,
-    discretized_logistic_log_prob,
-)
+from genlab.maths.distributions import PixelLikelihood
 from genlab.maths.vae import elbo, importance_weighted_bound
-from genlab.models.base import GenerativeModule
-from genlab.nets.conv import ConvDecoder, ConvEncoder
+from genlab.models.base import GenerativeModule, interpolate_codes
+from genlab.nets.conv import ConvDecoder, ConvEncoder, check_conv_config
 from genlab.progress import Progress
 
 log = logging.getLogger(__name__)
-LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
+LIKELIHOODS = PixelLikelihood.NAMES
 
 
 class VAE(GenerativeModule):
@@ -59,7 +53,7 @@ class VAE(GenerativeModule):
                  importance_batch: Annotated[int, Range(1)] = 8192,
                  bound_images: Annotated[int, Range(1)] | None = 256, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
-        check_choice("model.likelihood", likelihood, LIKELIHOODS)
+        self.pixels = PixelLikelihood(likelihood)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         c, size, _ = self.image_shape
         self.latent_dim, self.likelihood, self.beta = latent_dim, likelihood, beta
@@ -70,40 +64,20 @@ class VAE(GenerativeModule):
         cond = num_classes if conditional else 0
         self.encoder = ConvEncoder(c, size, tuple(channels))
         self.posterior = nn.Linear(self.encoder.out_features + cond, 2 * latent_dim)
-        out_channels = c if likelihood == "bernoulli" else 2 * c  # mean and log-scale
-        self.decoder = ConvDecoder(latent_dim + cond, out_channels, size, tuple(channels))
-        self._checked_binary = False
+        self.decoder = ConvDecoder(latent_dim + cond, self.pixels.channels(c), size,
+                                   tuple(channels))
 
     @classmethod
     def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
         super().check_config(model, data)
-        if model.get("likelihood") == "bernoulli" and not data.get("binarize"):
-            raise GenlabError("model.likelihood=bernoulli needs binary pixels: set "
-                              "data.binarize=dynamic (or static), or choose "
-                              "model.likelihood=logistic for 8-bit images.")
-        channels, size = list(model.get("channels") or []), data.get("image_size")
-        if odd := [w for w in channels if w % 4 or (w > 128 and w % 32)]:
-            raise GenlabError(f"model.channels={channels}: every width must be a multiple of 4 "
-                              f"(of 32 above 128) for the group norms; {odd[0]} is not.")
-        if isinstance(size, int) and channels and (size % 2 ** len(channels)
-                                                   or size < 2 ** len(channels)):
-            raise GenlabError(f"model.channels={channels} halves the image {len(channels)} "
-                              f"times, so data.image_size must be a multiple of "
-                              f"{2 ** len(channels)}; it is {size}. Use fewer levels or another "
-                              "image size.")
+        check_conv_config(model, data)
 
     # -- the model ---------------------------------------------------------------------------
-    def _with_labels(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if not self.conditional:
-            return h
-        one_hot = F.one_hot(labels, self.num_classes).to(h.dtype)
-        return torch.cat([h, one_hot.expand(*h.shape[:-1], -1)], dim=-1)
-
     def posterior_params(self, x: torch.Tensor, labels: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior q(z|x) = N(mu, diag(exp(logvar))), in float32 also under bf16 / fp16
         autocast: the KL, the importance weights and every log-density sum stay float32."""
-        h = self._with_labels(self.encoder(x), self.condition(labels))
+        h = self.with_labels(self.encoder(x), self.condition(labels))
         mu, logvar = self.posterior(h).float().chunk(2, dim=-1)
         return mu, logvar.clamp(-30, 20)
 
@@ -111,23 +85,7 @@ class VAE(GenerativeModule):
                        ) -> torch.Tensor:
         """Decoder parameters for latents z (B, L): logits, or mean and log-scale stacked
         (float32, also under autocast)."""
-        return self.decoder(self._with_labels(z, self.condition(labels))).float()
-
-    def log_likelihood(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) per image from decoder parameters."""
-        if self.likelihood == "bernoulli":
-            return bernoulli_log_prob(x, params)
-        mean, log_scale = params.chunk(2, dim=1)
-        log_scale = log_scale.clamp(min=-7.0)
-        if self.likelihood == "gaussian":
-            return discretized_gaussian_log_prob(x, mean, log_scale)
-        return discretized_logistic_log_prob(x, mean, log_scale)
-
-    def mean_image(self, params: torch.Tensor) -> torch.Tensor:
-        """The decoder's expected image, in [-1, 1]."""
-        if self.likelihood == "bernoulli":
-            return torch.sigmoid(params) * 2 - 1
-        return params.chunk(2, dim=1)[0].clamp(-1, 1)
+        return self.decoder(self.with_labels(z, self.condition(labels))).float()
 
     def _log_likelihood_fn(self, x: torch.Tensor, labels: torch.Tensor | None):
         """z (..., B, L) -> log p(x|z) (..., B), decoding all leading sample dims at once."""
@@ -136,7 +94,7 @@ class VAE(GenerativeModule):
             n = math.prod(lead)
             xs = x.expand(*lead, *x.shape).reshape(-1, *x.shape[1:])
             ys = None if labels is None else labels.expand(*lead, *labels.shape).reshape(-1)
-            return self.log_likelihood(xs, self.decoder_params(z.reshape(n * z.shape[-2], -1), ys)
+            return self.pixels.log_prob(xs, self.decoder_params(z.reshape(n * z.shape[-2], -1), ys)
                                        ).view(*lead, -1)
         return fn
 
@@ -148,17 +106,9 @@ class VAE(GenerativeModule):
         return -log_px, kl
 
     # -- training and evaluation -------------------------------------------------------------
-    def _check_binary(self, x: torch.Tensor) -> None:
-        if self.likelihood == "bernoulli" and not self._checked_binary:
-            if not ((x == -1) | (x == 1)).all():
-                raise GenlabError("model.likelihood=bernoulli needs binary pixels: set "
-                                  "data.binarize=dynamic (or static), or choose "
-                                  "model.likelihood=logistic for 8-bit images.")
-            self._checked_binary = True
-
     def training_step(self, batch, batch_idx):
         x, labels = batch
-        self._check_binary(x)
+        self.pixels.check_input(x)
         rec, kl = self.negative_elbo(x, self.condition(labels))
         loss = (rec + self.beta * kl).mean()
         self.log_dict({"train/loss": loss, "train/recon_nll": rec.mean(), "train/kl": kl.mean()},
@@ -233,7 +183,7 @@ class VAE(GenerativeModule):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's expected image for codes z (B, latent_dim), in [-1, 1]."""
-        return self.mean_image(self.decoder_params(z, labels))
+        return self.pixels.mean(self.decoder_params(z, labels))
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -256,18 +206,11 @@ class VAE(GenerativeModule):
         """Decoder mean at the posterior mean."""
         return self.decode(self.encode(x, labels), labels)
 
-    @torch.no_grad()
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
         """For pairs of images (B, C, H, W): images along the straight line between their
         posterior means; (B * steps, C, H, W), one row of `steps` images per pair."""
-        b = len(x0)
-        pair_labels = None if labels is None else labels.repeat(2)
-        mu = self.encode(torch.cat([x0, x1]), pair_labels)
-        t = torch.linspace(0, 1, steps, device=mu.device)[None, :, None]
-        z = (1 - t) * mu[:b, None] + t * mu[b:, None]
-        row_labels = None if labels is None else labels.repeat_interleave(steps)
-        return self.decode(z.flatten(0, 1), row_labels)
+        return interpolate_codes(self, x0, x1, steps, labels)
 
     @torch.no_grad()
     def latent_traversal(self, x: torch.Tensor | None = None, dims: int | None = None,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
+
+from genlab.errors import GenlabError
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -53,3 +58,23 @@ class ConvDecoder(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         h = self.project(h).view(-1, self.start_channels, self.start_size, self.start_size)
         return self.net(h)
+
+
+def check_conv_config(model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """Start-up rules of the families built on ConvEncoder / ConvDecoder and the pixel
+    likelihoods (the VAE, the autoencoders): a bernoulli likelihood needs binary pixels, every
+    width suits the group norms, and the image halves evenly at every level."""
+    if model.get("likelihood") == "bernoulli" and not data.get("binarize"):
+        raise GenlabError("model.likelihood=bernoulli needs binary pixels: set "
+                          "data.binarize=dynamic (or static), or choose "
+                          "model.likelihood=logistic for 8-bit images.")
+    channels, size = list(model.get("channels") or []), data.get("image_size")
+    if odd := [w for w in channels if w % 4 or (w > 128 and w % 32)]:
+        raise GenlabError(f"model.channels={channels}: every width must be a multiple of 4 "
+                          f"(of 32 above 128) for the group norms; {odd[0]} is not.")
+    if isinstance(size, int) and channels and (size % 2 ** len(channels)
+                                               or size < 2 ** len(channels)):
+        raise GenlabError(f"model.channels={channels} halves the image {len(channels)} "
+                          f"times, so data.image_size must be a multiple of "
+                          f"{2 ** len(channels)}; it is {size}. Use fewer levels or another "
+                          "image size.")

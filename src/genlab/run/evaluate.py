@@ -44,6 +44,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
                                                 for k, v in full.items()))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
+    probe_cfg = cfg.get("probe") or {}
+    if probe_cfg.get("enabled"):  # scikit-learn is imported only when needed
+        from genlab.metrics.representation import check_probe
+        check_probe(model, datamodule)
     fid_cfg = cfg.get("fid") or {}
     extractor = _inception(fid_cfg) if fid_cfg.get("enabled") else None  # fail before testing
 
@@ -67,6 +71,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
         metrics.update(ckpt_path=str(Path(cfg.ckpt_path).resolve()), split=cfg.split)
         layout = RunLayout(Path(cfg.paths.output_dir))
         metrics.update(_samples_and_tasks(cfg, model.eval(), datamodule, layout.root))
+        if probe_cfg.get("enabled"):
+            from genlab.metrics.representation import probe
+            probe_metrics, pictures = probe(model, datamodule, cfg.split, probe_cfg, layout.root)
+            metrics.update(probe_metrics)
+            for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):
+                logger.log_image("probe", [str(p) for p in pictures.values()],
+                                 caption=list(pictures))
         if extractor is not None:
             metrics.update(_sample_quality(cfg, fid_cfg, model, datamodule, extractor, layout))
         with atomic_write(layout.metrics, "w") as f:

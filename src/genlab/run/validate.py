@@ -34,7 +34,7 @@ from typing import Annotated, Any
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from genlab.checks import OneOf, Range, check_value, checkable
+from genlab.checks import NonEmpty, OneOf, Range, check_value, checkable
 from genlab.config import lightning_precision, register_resolvers
 from genlab.errors import GenlabError, yaml_repr
 
@@ -60,6 +60,18 @@ FID_KEYS = {
     "weights": str | None, "device": str | None, "inception_batch_size": Count | None,
     "bf16": bool, "kid_subsets": Count, "kid_subset_size": Annotated[int, Range(2)],
     "classifier": Annotated[str | bool, OneOf(("auto", True, False))], "save_npz": bool,
+}
+# evaluate.py's representation evaluation (conf/evaluate.yaml, probe:;
+# genlab.metrics.representation, whose BASELINES these are).
+PROBE_KEYS = {
+    "enabled": bool,
+    "train_sizes": Annotated[list[Annotated[int, Range(2)] | None], NonEmpty],
+    "train_images": Annotated[int, Range(2)] | None, "seeds": Count, "knn_k": Count,
+    "max_iter": Count, "baselines": list[Annotated[str, OneOf(("pixels", "pca"))]],
+    "pool": Count | None, "max_dim": Count | None,
+    "map_points": Annotated[int, Range(31, note="t-SNE needs more points than its "
+                                                "perplexity, 30")],
+    "grid_per_cluster": Count, "batch_size": Count,
 }
 # Lightning Trainer arguments (conf/trainer/*.yaml, debug/*.yaml and common +trainer.<key>).
 TRAINER_KEYS = {
@@ -299,6 +311,8 @@ def validate_evaluate(cfg: DictConfig) -> tuple[dict, DictConfig]:
     _check_top_level(cfg, EVALUATE_KEYS)
     if cfg.get("fid") is not None:
         check_node(cfg.fid, "fid", FID_KEYS)
+    if cfg.get("probe") is not None:
+        check_node(cfg.probe, "probe", PROBE_KEYS)
     _check_trainer_and_loggers(cfg)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     stored = OmegaConf.create(checkpoint["genlab_config"])
@@ -321,6 +335,11 @@ def validate_evaluate(cfg: DictConfig) -> tuple[dict, DictConfig]:
             raise GenlabError(f"fid.{name}={cfg.fid[name]} is set, but this checkpoint's model "
                               f"({model_cls.__name__}) has no {name} setting (only diffusion "
                               "models do); remove it.")
+    if (cfg.get("probe") or {}).get("enabled") and not callable(getattr(model_cls, "encode",
+                                                                         None)):
+        raise GenlabError(f"probe.enabled=true needs a model that encodes images (an `encode` "
+                          f"method: VAE, autoencoders, flows); {model_cls.__name__} has none. "
+                          "Set probe.enabled=false.")
     _check_tasks(cfg, model_cls)
     return checkpoint, merged
 

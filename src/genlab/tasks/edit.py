@@ -21,6 +21,7 @@ import torch
 
 from genlab.checks import Range
 from genlab.errors import GenlabError, check_choice
+from genlab.models.base import encode_all
 from genlab.tasks.base import TaskInputs, TaskResult, task
 
 STRENGTHS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
@@ -50,18 +51,6 @@ def attribute_examples(datamodule, attribute: str | None, split: str = "val"
         return name, datamodule.splits[split][1] == datamodule.classes.index(name)
     raise GenlabError(f"The edit task needs attributes (CelebA's list_attr_celeba.txt) or class "
                       f"labels, and {datamodule.name} has neither.")
-
-
-def encode_all(model, images: torch.Tensor, labels: torch.Tensor | None, datamodule,
-               batch_size: int = 256) -> torch.Tensor:
-    """Codes of uint8 images, `batch_size` at a time."""
-    codes = []
-    for start in range(0, len(images), batch_size):
-        x = datamodule.to_model_input(images[start:start + batch_size].to(model.device),
-                                      train=False)
-        y = None if labels is None else labels[start:start + batch_size].to(model.device)
-        codes.append(model.encode(x, y))
-    return torch.cat(codes)
 
 
 @task("edit", needs=("encode+decode",),
