@@ -1,5 +1,5 @@
-"""Training callbacks: image grids (samples, reconstructions)."""
+"""Training callbacks: image grids (samples, long-run chains, reconstructions)."""
 
-from genlab.callbacks.images import ReconstructionGrid, SampleGrid
+from genlab.callbacks.images import LongRunGrid, ReconstructionGrid, SampleGrid
 
-__all__ = ["ReconstructionGrid", "SampleGrid"]
+__all__ = ["LongRunGrid", "ReconstructionGrid", "SampleGrid"]

@@ -8,4 +8,5 @@ torch and genlab's errors. Each module is tested against closed forms or brute f
     vae            the ELBO and the importance-weighted bound
     diffusion      Gaussian diffusion: schedules, samplers, the variational bound
     gan            GAN objectives on discriminator logits
+    langevin       energy-based models: Langevin sampling, contrastive divergence, JEM's energy
 """

@@ -20,6 +20,9 @@
     latent_traversal(x, labels=...)  one row per latent dimension
     inpaint(x, mask, labels, generator)   fill where mask = 0, keep where mask = 1 exactly
     denoise(y, sigma, labels, generator)  clean images from y = x + sigma * noise
+    energy(x, labels) -> (B,)        an unnormalised energy, p(x) proportional to exp(-E(x))
+                                     (EBMs; without labels the marginal energy of x)
+    classify(x) -> (B, K)            class logits (JEM)
 - The tasks of `genlab.tasks` (reconstruct, interpolate, inpaint, ...) run on any model that
   has the capability they need; `python evaluate.py tasks=[<task>,...]` runs them.
 """
@@ -78,6 +81,17 @@ class GenerativeModule(L.LightningModule):
             raise GenlabError("This model is class-conditional: pass labels in 0.."
                               f"{self.num_classes - 1}.")
         return labels
+
+    def check_mask(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """An inpainting mask (1 where a pixel is known, 0 where it is to be generated)
+        expanded to the images x; a GenlabError unless it broadcasts to them."""
+        c, h, w = self.image_shape
+        if (mask.dim() != 4 or mask.shape[0] not in (1, len(x)) or mask.shape[1] not in (1, c)
+                or tuple(mask.shape[2:]) != (h, w)):
+            raise GenlabError(f"The mask has shape {tuple(mask.shape)}; it must broadcast to the "
+                              f"images {tuple(x.shape)}: (1 or {len(x)}, 1 or {c}, {h}, {w}), "
+                              "with 1 where a pixel is known and 0 where it is to be generated.")
+        return mask.to(x.dtype).expand_as(x)
 
     def log_nll(self, stage: str, nll_nats: torch.Tensor) -> None:
         """Log the mean per-image NLL in nats and in bits/dim."""

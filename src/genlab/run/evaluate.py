@@ -18,6 +18,7 @@ from genlab.config import register_resolvers
 from genlab.errors import GenlabError, check_choice
 from genlab.files.atomic import atomic_write
 from genlab.files.grid import make_grid, save_png
+from genlab.metrics.ood import check_ood, ood_metrics
 from genlab.run.build import build_data_and_model
 from genlab.run.checkpoint import load_checkpoint
 from genlab.run.layout import RunLayout
@@ -31,7 +32,8 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict[str, float | str]:
     """Rebuild model and data from the checkpoint's config, run the test metrics on
     `cfg.split`, measure sample quality (cfg.fid: FID, KID, IS, precision/recall against the
-    reference split), run cfg.tasks, write metrics.json to the run directory and log to the
+    reference split), run cfg.tasks, score cfg.ood.datasets against the test split
+    (`genlab.metrics.ood`), write metrics.json to the run directory and log to the
     loggers."""
     check_choice("split", cfg.split, ("test", "val"))
     checkpoint = load_checkpoint(cfg.ckpt_path)
@@ -43,6 +45,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
     check_tasks(cfg.get("tasks") or [], model)
+    ood_cfg = cfg.get("ood") or {}
+    if ood_cfg.get("datasets"):
+        check_ood(model, datamodule, ood_cfg.datasets)  # fail before testing
     fid_cfg = cfg.get("fid") or {}
     extractor = _inception(fid_cfg) if fid_cfg.get("enabled") else None  # fail before testing
 
@@ -64,6 +69,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
         metrics.update(ckpt_path=str(Path(cfg.ckpt_path).resolve()), split=cfg.split)
         layout = RunLayout(Path(cfg.paths.output_dir))
         metrics.update(_samples_and_tasks(cfg, model.eval(), datamodule, layout.root))
+        if ood_cfg.get("datasets"):
+            metrics.update(ood_metrics(model, datamodule, **OmegaConf.to_container(ood_cfg),
+                                       seed=cfg.seed, root=cfg.paths.data_dir,
+                                       cache_dir=cfg.paths.cache_dir))
         if extractor is not None:
             metrics.update(_sample_quality(cfg, fid_cfg, model, datamodule, extractor, layout))
         with atomic_write(layout.metrics, "w") as f:
