@@ -370,17 +370,29 @@ def test_ebm_tasks_keep_known_pixels_and_denoise_deterministically():
     assert torch.equal(first.images, again.images)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"noise": "loud"}, "'exact' for"),
-    ({"noise": -1.0}, "'exact' for"),
-    ({"sample_init": "zeros"}, "model.sample_init='zeros' is not valid"),
-    ({"train_steps": -1}, "model.train_steps=-1 must be at least 0"),
-    ({"buffer_size": 0}, "model.buffer_size=0 must be at least 1"),
-    ({"restart_prob": 1.5}, "restart_prob=1.5 must be in"),
+@pytest.mark.parametrize("overrides, message", [
+    (["model.noise=loud"], "model.noise='loud' is not valid: it must be a number >= 0 or one "
+                           "of exact"),
+    (["model.noise=-1.0"], "model.noise=-1.0 is out of range"),
+    (["model.sample_init=zeros"], "model.sample_init='zeros' is not valid"),
+    (["model.train_steps=0"], "model.train_steps=0 is out of range: it must be an integer >= 1"),
+    (["model.buffer_size=0"], "model.buffer_size=0 is out of range"),
+    (["model.restart_prob=1.5"], r"model.restart_prob=1.5 is out of range: it must be a number "
+                                 r"in \[0, 1\]"),
+    (["model.step_size=0"], "model.step_size=0 is out of range"),
+    (["model.channels=[4,4,4,4,4,4,4]"], "data.image_size must be at least 64"),
+    (["model=jem", "data=image_folder", "data.path=x", "data.num_classes=0"],
+     "model=jem is a classifier"),
 ])
-def test_bad_options_are_explained(options, message):
+def test_bad_options_are_refused_at_start_up(overrides, message, compose, fake_root):
+    from genlab.run.validate import validate_train
+
+    overrides = [o.replace("data.path=x", f"data.path={fake_root / 'images.tar.gz'}")
+                 for o in overrides]
     with pytest.raises(GenlabError, match=message):
-        tiny_ebm(**options)
+        validate_train(compose(["model=ebm", *overrides]))
+    with pytest.raises(GenlabError, match="'exact' for"):  # in Python too
+        tiny_ebm(noise="loud")
 
 
 def test_jem_needs_labels_and_exact_noise_is_sqrt_two_steps():

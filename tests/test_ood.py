@@ -57,7 +57,7 @@ def test_jem_scores_are_its_classifier_read_as_an_energy():
 
 def fake_mnist(fake_root, name: str = "mnist") -> ImageDataModule:
     data = ImageDataModule(name, str(fake_root), str(fake_root / "cache"), channels=1,
-                           val_size=8, download=False, verify=False)
+                           val_size=8, batch_size=8, download=False, verify=False)
     data.setup()
     return data
 
@@ -80,15 +80,22 @@ def test_ood_metrics_score_both_datasets_with_every_score(fake_root):
     assert metrics["ood/fashion_mnist/neg_energy/auroc"] == pytest.approx(expected)
 
 
-def test_a_dataset_of_another_shape_or_a_model_without_scores_is_explained(fake_root):
-    data = fake_mnist(fake_root)
-    with pytest.raises(GenlabError, match=r"cifar10 images are 3x32x32, but the model's "
-                                          r"\(mnist\) are 1x32x32"):
-        check_ood(tiny_ebm(image_shape=(1, 32, 32)), data, ["cifar10"])
+def test_a_dataset_of_another_shape_or_a_model_without_scores_is_explained():
+    """Checked from the model's class at start-up (test_validate.py has evaluate.py's cases)."""
+    from genlab.models.ebm import EBM
+    from genlab.models.gan import GAN
+    from genlab.models.vae import VAE
+
+    with pytest.raises(GenlabError, match=r"cifar10 images are 3x32x32, but the model's are "
+                                          r"1x32x32"):
+        check_ood(EBM, (1, 32, 32), ["cifar10"])
     with pytest.raises(GenlabError, match="GAN has no out-of-distribution score"):
-        check_ood(tiny_gan(), data, ["fashion_mnist"])
-    with pytest.raises(GenlabError, match="ood_set' is not valid"):
-        check_ood(tiny_ebm(), data, ["ood_set"])
+        check_ood(GAN, (1, 32, 32), ["fashion_mnist"])
+    with pytest.raises(GenlabError, match="VAE has no out-of-distribution score"):
+        check_ood(VAE, (1, 32, 32), ["fashion_mnist"], conditional=True)
+    with pytest.raises(GenlabError, match="ood.datasets='ood_set' is not valid"):
+        check_ood(tiny_ebm(), (1, 16, 16), ["ood_set"])
+    check_ood(EBM, (3, 32, 32), ["cifar10", "svhn", "digits", "image_folder"])
 
 
 def test_evaluate_writes_ood_aurocs_to_metrics_json(compose, fake_root, tmp_path):

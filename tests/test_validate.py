@@ -59,7 +59,7 @@ def declared_hints() -> list[tuple[str, object]]:
 
     for dataset, spec in DATASETS.items():
         hints += [(f"data={dataset}.{name}", hint) for name, hint in spec.options.items()]
-    for table in ("TRAIN_KEYS", "EVALUATE_KEYS", "FID_KEYS", "TRAINER_KEYS",
+    for table in ("TRAIN_KEYS", "EVALUATE_KEYS", "FID_KEYS", "OOD_KEYS", "TRAINER_KEYS",
                   "MODEL_CHECKPOINT_KEYS", "OPTIMIZER_KEYS"):
         hints += [(f"{table}.{name}", hint) for name, hint in getattr(v, table).items()]
     return hints
@@ -114,7 +114,9 @@ def test_every_declared_range_rejects_the_value_outside_and_accepts_its_bound(na
 def test_the_range_cases_cover_every_family():
     names = {case.values[0].rsplit(".", 1)[0] for case in range_cases()}
     for target in ("genlab.models.vae.VAE", "genlab.models.ddpm.DDPM", "genlab.models.gan.GAN",
-                   "genlab.data.ImageDataModule", "genlab.callbacks.SampleGrid", "TRAINER_KEYS"):
+                   "genlab.models.ebm.EBM", "genlab.models.ebm.JEM",
+                   "genlab.data.ImageDataModule", "genlab.callbacks.SampleGrid",
+                   "genlab.callbacks.LongRunGrid", "TRAINER_KEYS", "OOD_KEYS"):
         assert target in names
 
 
@@ -292,6 +294,16 @@ def evaluate_cfg(compose, family: str, *overrides: str):
     ("vae", ["task_options.edit.examples=1"], "task_options.edit.examples=1 is out of range"),
     ("vae", ["+task_options.edit.colour=red"], "task_options.edit.colour is not a key"),
     ("vae", ["+task_options.edti.examples=5"], "'edti' is not a task"),
+    ("vae", ["ood.num_images=0"], "ood.num_images=0 is out of range"),
+    ("vae", ["+ood.images=5"], "ood.images is not a key of ood"),
+    ("vae", ["ood.datasets=[svhm]"], "ood.datasets='svhm' is not valid"),
+    ("vae", ["ood.datasets=[cifar10]"], "cifar10 images are 3x32x32, but the model's are 1x32x32"),
+    ("gan", ["ood.datasets=[mnist]"], "GAN has no out-of-distribution score"),
+    ("vae", ["+ood.options.image_folder.path=x"], "ood.options.image_folder is set, but "
+                                                  "image_folder is not in ood.datasets"),
+    ("vae", ["ood.datasets=[image_folder]"], "ood.options.image_folder.path, but that is not set"),
+    ("vae", ["ood.datasets=[celeba]", "+ood.options.celeba.crop=0"],
+     "ood.options.celeba.crop=0 is out of range"),
 ])
 def test_evaluate_refuses_overrides_a_checkpoint_does_not_accept(family, overrides, message,
                                                                   compose):

@@ -76,8 +76,9 @@ class LongRunGrid(SampleGrid):
 
     key = "long_run"
 
-    def __init__(self, dirpath: str, n: int = 64, every_n_epochs: int = 1, seed: int = 0,
-                 steps: int | None = None):
+    def __init__(self, dirpath: str, n: Annotated[int, Range(1)] = 64,
+                 every_n_epochs: Annotated[int, Range(1)] = 1, seed: Annotated[int, Range(0)] = 0,
+                 steps: Annotated[int, Range(1)] | None = None):
         super().__init__(dirpath, n, every_n_epochs, seed)
         self.steps = steps
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from genlab.data.datasets import dataset_spec, load_dataset
+from genlab.data.datasets import DATASETS, load_dataset
 from genlab.data.transforms import binarize
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,14 @@ def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
 
 
 def score_names(model) -> list[str]:
-    """The scores `model` offers, from its capabilities."""
+    """The scores a model (or a model class; conditional models have no log_prob score)
+    offers, from its capabilities."""
     names = []
     if callable(getattr(model, "energy", None)):
         names.append("neg_energy")
     if callable(getattr(model, "classify", None)):
         names += ["max_softmax", "logsumexp"]
-    if callable(getattr(model, "log_prob", None)) and not model.conditional:
+    if callable(getattr(model, "log_prob", None)) and not getattr(model, "conditional", False):
         names.append("log_prob")
     return names
 
@@ -74,24 +75,28 @@ def scores(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {name: value.float() for name, value in out.items()}
 
 
-def check_ood(model, datamodule, datasets: Iterable[str]) -> None:
-    """A GenlabError, before any work, unless `model` has a score and every dataset has images
-    of the model's shape (datasets that are resized on reading take the model's size)."""
-    if not score_names(model):
-        raise GenlabError(f"ood.datasets is set, but {type(model).__name__} has no "
+def check_ood(model, image_shape: tuple[int, int, int], datasets: Iterable[str],
+              conditional: bool = False) -> None:
+    """A GenlabError, before any work, unless `model` (a model or its class, `conditional` as
+    configured) has a score and every dataset exists and has images of `image_shape` (datasets
+    that are resized on reading take the model's size). Run at start-up by
+    `genlab.run.validate`."""
+    names = [n for n in score_names(model) if n != "log_prob" or not conditional]
+    cls = model if isinstance(model, type) else type(model)
+    if not names:
+        raise GenlabError(f"ood.datasets is set, but {cls.__name__} has no "
                           "out-of-distribution score: scores come from energy(x) (EBMs), "
                           "classify(x) (JEM) or log_prob(x) (unconditional likelihood models). "
                           "Leave ood.datasets empty for this model.")
-    c, h, w = datamodule.image_shape
+    c, h, w = image_shape
     for name in datasets:
-        spec = dataset_spec(name)
+        spec = DATASETS[check_choice("ood.datasets", name, DATASETS)]
         if not spec.resizable and (spec.channels, 32, 32) != (c, h, w):
             raise GenlabError(
-                f"ood.datasets: {name} images are {spec.channels}x32x32, but the model's "
-                f"({datamodule.name}) are {c}x{h}x{w}; out-of-distribution scores compare "
-                "images of one shape. Choose datasets with images of that shape (MNIST-like "
-                "1x32x32: mnist, fashion_mnist, digits; 3x32x32: cifar10, svhn, celeba, "
-                "image_folder).")
+                f"ood.datasets: {name} images are {spec.channels}x32x32, but the model's are "
+                f"{c}x{h}x{w}; out-of-distribution scores compare images of one shape. Choose "
+                "datasets with images of that shape (MNIST-like 1x32x32: mnist, fashion_mnist, "
+                "digits; 3x32x32: cifar10, svhn, celeba, image_folder).")
 
 
 def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -122,7 +127,7 @@ def ood_metrics(model, datamodule, *, datasets: Iterable[str], num_images: int =
     the model's dataset against as many of each other dataset; `options[<dataset>]` are reader
     options (e.g. image_folder's `path`)."""
     datasets = list(datasets)
-    check_ood(model, datamodule, datasets)
+    check_ood(model, datamodule.image_shape, datasets)
     c, size, _ = datamodule.image_shape
     own = _subset(datamodule.splits["test"][0], num_images, seed)
     log.info("OOD scores: %d %s test images", len(own), datamodule.name)

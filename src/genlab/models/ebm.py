@@ -25,9 +25,13 @@ exp(-E) (`genlab.maths.langevin` says what that implies); noise: exact gives sqr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Annotated, Any
+
 import torch
 import torch.nn.functional as F
 
+from genlab.checks import NonEmpty, OneOf, Range
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.langevin import (
     calibration_gaps,
@@ -51,41 +55,44 @@ class EBM(GenerativeModule):
     contrastive divergence with the energy-magnitude regulariser alpha."""
 
     has_likelihood = False
+    # the sampler's settings (sample / inpaint / denoise and the long-run grid): the rest shapes
+    # the network, the objective or the training chains
+    evaluation_keys = frozenset({
+        "step_size", "noise", "clamp", "grad_clip", "sample_steps", "long_run_steps",
+        "sample_init", "inpaint_steps", "denoise_steps"})
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 conditional: bool = False,
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
                  # the energy network
-                 channels: tuple[int, ...] = (64, 128, 256), blocks: int = 1,
-                 spectral_norm: bool = False,
+                 channels: Annotated[tuple[int, ...], NonEmpty, Range(1)] = (64, 128, 256),
+                 blocks: Annotated[int, Range(1)] = 1, spectral_norm: bool = False,
                  # the objective
-                 alpha: float = 1.0, data_noise: float = 0.0,
+                 alpha: Annotated[float, Range(0)] = 1.0,
+                 data_noise: Annotated[float, Range(0)] = 0.0,
                  # Langevin sampling
-                 step_size: float = 1.0, noise: float | str = 0.01, clamp: bool = True,
-                 grad_clip: float | None = None,
-                 train_steps: int = 20, sample_steps: int = 60, long_run_steps: int = 500,
-                 sample_init: str = "noise", inpaint_steps: int = 60, denoise_steps: int = 20,
+                 step_size: Annotated[float, Range(0, low_open=True)] = 1.0,
+                 noise: Annotated[float, Range(0)] | Annotated[str, OneOf(("exact",))] = 0.01,
+                 clamp: bool = True,
+                 grad_clip: Annotated[float, Range(0, low_open=True)] | None = None,
+                 train_steps: Annotated[int, Range(1)] = 20,
+                 sample_steps: Annotated[int, Range(1)] = 60,
+                 long_run_steps: Annotated[int, Range(0, note="0: no long-run grid")] = 500,
+                 sample_init: Annotated[str, OneOf(SAMPLE_INITS)] = "noise",
+                 inpaint_steps: Annotated[int, Range(1)] = 60,
+                 denoise_steps: Annotated[int, Range(1)] = 20,
                  # the replay buffer
-                 buffer_size: int = 10000, restart_prob: float = 0.05,
+                 buffer_size: Annotated[int, Range(1)] = 10000,
+                 restart_prob: Annotated[float, Range(0, 1)] = 0.05,
                  # stability and randomness
-                 energy_limit: float | None = 1e4, seed: int = 0, **base):
+                 energy_limit: Annotated[float, Range(0, low_open=True)] | None = 1e4,
+                 seed: Annotated[int, Range(0)] = 0, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         self.sample_init = check_choice("model.sample_init", sample_init, SAMPLE_INITS)
-        if noise != "exact" and (isinstance(noise, str) or noise < 0):
+        if noise != "exact" and isinstance(noise, str):
             raise GenlabError(f"model.noise={noise}: give the Langevin noise scale as a number "
                               ">= 0 (0.01 is the usual setting), or 'exact' for "
                               "sqrt(2 * model.step_size), exact Langevin dynamics.")
-        for key, value, least in (("train_steps", train_steps, 0),
-                                  ("sample_steps", sample_steps, 0),
-                                  ("long_run_steps", long_run_steps, 0),
-                                  ("inpaint_steps", inpaint_steps, 0),
-                                  ("denoise_steps", denoise_steps, 0),
-                                  ("buffer_size", buffer_size, 1)):
-            if value < least:
-                raise GenlabError(f"model.{key}={value} must be at least {least}.")
-        if step_size <= 0 or not 0 <= restart_prob <= 1:
-            raise GenlabError(f"model.step_size={step_size} must be positive and "
-                              f"model.restart_prob={restart_prob} must be in [0, 1].")
         self.alpha, self.data_noise = alpha, data_noise
         self.step_size, self.clamp, self.grad_clip = step_size, clamp, grad_clip
         self.noise = exact_noise(step_size) if noise == "exact" else float(noise)
@@ -98,6 +105,15 @@ class EBM(GenerativeModule):
         self.buffer = ReplayBuffer(buffer_size, self.image_shape, restart_prob, seed)
         # every DDP rank keeps its own chains: DDP must not overwrite them with rank 0's
         self._ddp_params_and_buffers_to_ignore = ["buffer.images", "buffer.labels"]
+
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        super().check_config(model, data)
+        channels, size = list(model.get("channels") or []), data.get("image_size")
+        if isinstance(size, int) and channels and size < 2 ** (len(channels) - 1):
+            raise GenlabError(f"model.channels={channels} halves the image "
+                              f"{len(channels) - 1} times, so data.image_size must be at least "
+                              f"{2 ** (len(channels) - 1)}; it is {size}. Use fewer levels.")
 
     def num_outputs(self) -> int:
         """Outputs of the network: one energy, or one per class for E(x, y)."""
@@ -250,8 +266,12 @@ class JEM(EBM):
     `<stage>/ce` and the expected calibration error `<stage>/ece` (Guo et al. 2017,
     `ece_bins` bins); offers `classify`."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 classifier_weight: float = 1.0, ece_bins: int = 15, **ebm):
+    evaluation_keys = EBM.evaluation_keys | {"ece_bins"}
+
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0,
+                 classifier_weight: Annotated[float, Range(0)] = 1.0,
+                 ece_bins: Annotated[int, Range(1)] = 15, **ebm):
         if not num_classes:
             raise GenlabError("model=jem is a classifier: it needs a labelled dataset (a class "
                               "for every image), but this data is unlabelled. Use labelled data "
@@ -259,6 +279,14 @@ class JEM(EBM):
         self.classifier_weight, self.ece_bins = classifier_weight, ece_bins
         super().__init__(image_shape, num_classes, **ebm)
         self._calibration = torch.zeros(ece_bins + 1)
+
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        super().check_config(model, data)
+        if data.get("num_classes") == 0:
+            raise GenlabError(f"model=jem is a classifier: it needs a labelled dataset, but "
+                              f"data={data.get('name')} is unlabelled (it has no classes). Use "
+                              "labelled data or model=ebm.")
 
     def num_outputs(self) -> int:
         return self.num_classes

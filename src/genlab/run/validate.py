@@ -11,7 +11,7 @@ Where the valid values are declared:
   (`GenerativeModule`) and through the datamodule's `**options` to the dataset's options;
 - keys of classes that are not ours (the Lightning Trainer keys the configs expose, the
   checkpoint callback, optimizers) and keys that are not constructor parameters (top-level
-  `seed`, evaluate.py's `split`, `sample_grid`, `fid.*`): the tables below;
+  `seed`, evaluate.py's `split`, `sample_grid`, `fid.*`, `ood.*`): the tables below;
 - rules between keys: `check_config` of the model class and of the datamodule, and the few
   rules at the end of this module.
 A new config key joins by being an annotated constructor parameter, or by a line in a table;
@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from hydra._internal.utils import _locate
@@ -61,6 +63,10 @@ FID_KEYS = {
     "bf16": bool, "kid_subsets": Count, "kid_subset_size": Annotated[int, Range(2)],
     "classifier": Annotated[str | bool, OneOf(("auto", True, False))], "save_npz": bool,
 }
+# evaluate.py's out-of-distribution scores (conf/evaluate.yaml, ood:; genlab.metrics.ood): the
+# dataset names, their shapes, the model's scores and each dataset's reader options are checked
+# in _check_ood.
+OOD_KEYS = {"datasets": list[str], "num_images": Count, "batch_size": Count, "options": None}
 # Lightning Trainer arguments (conf/trainer/*.yaml, debug/*.yaml and common +trainer.<key>).
 TRAINER_KEYS = {
     "accelerator": str, "strategy": str, "num_nodes": Count, "default_root_dir": str | None,
@@ -322,7 +328,47 @@ def validate_evaluate(cfg: DictConfig) -> tuple[dict, DictConfig]:
                               f"({model_cls.__name__}) has no {name} setting (only diffusion "
                               "models do); remove it.")
     _check_tasks(cfg, model_cls)
+    _check_ood(cfg, model_cls, merged.model)
     return checkpoint, merged
+
+
+def _check_ood(cfg: DictConfig, model_cls: type, model: DictConfig) -> None:
+    """`ood:` holds only its keys, each in range; its datasets exist, have the model's image
+    shape and the model has a score (`genlab.metrics.ood.check_ood`); `ood.options.<dataset>`
+    names a listed dataset and holds only that reader's options."""
+    ood = cfg.get("ood")
+    if ood is None:
+        return
+    check_node(ood, "ood", OOD_KEYS)
+    from genlab.data.datasets import DATASETS
+    from genlab.metrics.ood import check_ood
+
+    datasets = list(ood.get("datasets") or [])
+    if datasets:
+        values = OmegaConf.to_container(model, resolve=True)
+        check_ood(model_cls, tuple(values["image_shape"]), datasets,
+                  conditional=bool(values.get("conditional")))
+    options = ood.get("options")
+    options = OmegaConf.create() if options is None else options
+    if not isinstance(options, DictConfig):
+        raise GenlabError(f"ood.options={yaml_repr(options)} is not valid: it maps a dataset to "
+                          "its reader options, e.g. +ood.options.image_folder.path=/data/svhn.zip.")
+    for name in options:
+        if name not in datasets:
+            raise GenlabError(f"ood.options.{name} is set, but {name} is not in ood.datasets "
+                              f"({yaml_repr(datasets)}); add it there or remove the options.")
+        if options[name] is not None:
+            check_node(options[name], f"ood.options.{name}", DATASETS[name].options)
+    for name in datasets:
+        if "path" not in DATASETS[name].options:
+            continue
+        path = (options.get(name) or {}).get("path")
+        if not path or not Path(os.path.expanduser(str(path))).exists():
+            raise GenlabError(f"ood.datasets includes {name}, which reads the images at "
+                              f"ood.options.{name}.path, but that is "
+                              f"{'not set' if not path else f'{path}, which does not exist'}: "
+                              f"pass +ood.options.{name}.path=/path/to/images (a folder, an "
+                              "archive or an .npz).")
 
 
 def _check_tasks(cfg: DictConfig, model_cls: type) -> None:
