@@ -29,9 +29,16 @@ PAIRS = sorted({("vae", d) for d in DATASETS} | {(m, d) for m in MODELS for d in
 SLOW_PAIRS = [(m, d) for m in MODELS for d in DATASETS if (m, d) not in PAIRS]
 
 
+NEEDS_LABELS = {"jem"}  # classifiers: on unlabelled data (celeba) an explained error instead
+
+
 def take_a_training_step(model: str, dataset: str, compose, fake_root, tmp_path) -> None:
     cfg = compose([f"model={model}", f"data={dataset}", *SMALL_RUN,
                    *fake_data_overrides(dataset, fake_root)])
+    if model in NEEDS_LABELS and dataset == "celeba":
+        with pytest.raises(GenlabError, match="needs a labelled dataset"):
+            train(cfg)
+        return
     score = train(cfg)
     layout = RunLayout(tmp_path)
     assert layout.last_checkpoint.is_file() and (layout.samples / "samples.png").is_file()

@@ -59,7 +59,8 @@ def declared_hints() -> list[tuple[str, object]]:
 
     for dataset, spec in DATASETS.items():
         hints += [(f"data={dataset}.{name}", hint) for name, hint in spec.options.items()]
-    for table in ("TRAIN_KEYS", "EVALUATE_KEYS", "FID_KEYS", "PROBE_KEYS", "TRAINER_KEYS",
+    for table in ("TRAIN_KEYS", "EVALUATE_KEYS", "FID_KEYS", "PROBE_KEYS", "OOD_KEYS",
+                  "TRAINER_KEYS",
                   "MODEL_CHECKPOINT_KEYS", "OPTIMIZER_KEYS"):
         hints += [(f"{table}.{name}", hint) for name, hint in getattr(v, table).items()]
     return hints
@@ -115,8 +116,9 @@ def test_the_range_cases_cover_every_family():
     names = {case.values[0].rsplit(".", 1)[0] for case in range_cases()}
     for target in ("genlab.models.vae.VAE", "genlab.models.ddpm.DDPM", "genlab.models.gan.GAN",
                    "genlab.models.flow.Flow", "genlab.models.autoencoder.Autoencoder",
-                   "PROBE_KEYS", "genlab.data.ImageDataModule", "genlab.callbacks.SampleGrid",
-                   "TRAINER_KEYS"):
+                   "genlab.models.ebm.EBM", "genlab.models.ebm.JEM", "PROBE_KEYS", "OOD_KEYS",
+                   "genlab.data.ImageDataModule", "genlab.callbacks.SampleGrid",
+                   "genlab.callbacks.LongRunGrid", "TRAINER_KEYS"):
         assert target in names
 
 
@@ -277,8 +279,8 @@ def evaluate_cfg(compose, family: str, *overrides: str):
 
 @pytest.mark.parametrize("family, overrides, message", [
     ("vae", ["+model.latent_dim=999"], r"\+model.latent_dim is not accepted by evaluate.py: it "
-                                       r"shapes the trained network \(the checkpoint has "
-                                       r"model.latent_dim=2\)"),
+                                       r"shapes the trained network or its training \(the "
+                                       r"checkpoint has model.latent_dim=2\)"),
     ("vae", ["+model.sampler=ddim"], r"the checkpoint's model \(VAE\) has no such key. The "
                                      "model keys evaluate.py accepts for this checkpoint are: "
                                      "bound_images, importance_batch, test_importance_samples"),
@@ -307,6 +309,16 @@ def evaluate_cfg(compose, family: str, *overrides: str):
                                          "a list of"),
     ("vae", ["+probe.k=5"], "probe.k is not a key of probe"),
     ("gan", ["probe.enabled=true"], "probe.enabled=true needs a model that encodes images"),
+    ("vae", ["ood.num_images=0"], "ood.num_images=0 is out of range"),
+    ("vae", ["+ood.images=5"], "ood.images is not a key of ood"),
+    ("vae", ["ood.datasets=[svhm]"], "ood.datasets='svhm' is not valid"),
+    ("vae", ["ood.datasets=[cifar10]"], "cifar10 images are 3x32x32, but the model's are 1x32x32"),
+    ("gan", ["ood.datasets=[mnist]"], "GAN has no out-of-distribution score"),
+    ("vae", ["+ood.options.image_folder.path=x"], "ood.options.image_folder is set, but "
+                                                  "image_folder is not in ood.datasets"),
+    ("vae", ["ood.datasets=[image_folder]"], "ood.options.image_folder.path, but that is not set"),
+    ("vae", ["ood.datasets=[celeba]", "+ood.options.celeba.crop=0"],
+     "ood.options.celeba.crop=0 is out of range"),
 ])
 def test_evaluate_refuses_overrides_a_checkpoint_does_not_accept(family, overrides, message,
                                                                   compose):

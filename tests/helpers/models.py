@@ -8,6 +8,7 @@ import torch
 
 from genlab.models.autoencoder import Autoencoder
 from genlab.models.ddpm import DDPM
+from genlab.models.ebm import EBM, JEM
 from genlab.models.flow import Flow
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
@@ -49,3 +50,22 @@ def tiny_autoencoder(**options) -> Autoencoder:
     settings = dict(image_shape=(1, 16, 16), code_dim=3, channels=(4, 8), chain_steps=3)
     settings.update(options)
     return Autoencoder(**settings).eval()
+
+
+def tiny_ebm(**options) -> EBM:
+    """16x16 single-channel images, a 2-level energy net of widths 4 and 8, a buffer of 64
+    states, 3 Langevin steps everywhere; in eval mode."""
+    settings = dict(image_shape=(1, 16, 16), channels=(4, 8), buffer_size=64, train_steps=3,
+                    sample_steps=3, long_run_steps=5, inpaint_steps=3, denoise_steps=3,
+                    optimizer=partial(torch.optim.Adam, lr=1e-3))
+    settings.update(options)
+    return EBM(**settings).eval()
+
+
+def tiny_jem(**options) -> JEM:
+    """tiny_ebm's settings as a 3-class JEM."""
+    settings = dict(image_shape=(1, 16, 16), num_classes=3, channels=(4, 8), buffer_size=64,
+                    train_steps=3, sample_steps=3, long_run_steps=5, inpaint_steps=3,
+                    denoise_steps=3, alpha=0.0, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    settings.update(options)
+    return JEM(**settings).eval()

@@ -8,6 +8,7 @@ from pathlib import Path
 SMALL_RUN = ["trainer=cpu", "logger=none", "test=false", "trainer.max_steps=1",
              "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
              "callbacks.sample_grid.n=4", "callbacks.reconstruction_grid.n=4",
+             "callbacks.long_run_grid.n=4", "callbacks.long_run_grid.steps=3",
              "~callbacks.progress_bar", "~callbacks.model_summary",
              "+trainer.num_sanity_val_steps=0",
              "+trainer.enable_progress_bar=false", "data.batch_size=8", "data.eval_batch_size=8"]

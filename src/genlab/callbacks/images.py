@@ -67,6 +67,30 @@ class SampleGrid(_GridCallback):
         return model.sample(self.n, labels=model.grid_labels(self.n), generator=generator)
 
 
+class LongRunGrid(SampleGrid):
+    """For models whose samples are Markov chains with a step count (`model.long_run_steps`:
+    EBMs): the chains of `samples.png`, from the same noise, run for `steps` steps (default
+    model.long_run_steps) instead of the model's sampling steps. A model that is a density
+    keeps data-like images on long chains; one that learned a short-run sampler drifts to
+    saturated or blank images. Saved as `long_run.png`."""
+
+    key = "long_run"
+
+    def __init__(self, dirpath: str, n: Annotated[int, Range(1)] = 64,
+                 every_n_epochs: Annotated[int, Range(1)] = 1, seed: Annotated[int, Range(0)] = 0,
+                 steps: Annotated[int, Range(1)] | None = None):
+        super().__init__(dirpath, n, every_n_epochs, seed)
+        self.steps = steps
+
+    def make(self, trainer, model):
+        if not getattr(model, "long_run_steps", None):
+            return None
+        steps = self.steps or model.long_run_steps
+        generator = torch.Generator(device=model.device).manual_seed(self.seed)
+        return model.sample(self.n, labels=model.grid_labels(self.n), generator=generator,
+                            steps=steps)
+
+
 class ReconstructionGrid(_GridCallback):
     """For models that reconstruct: the first n/2 validation images, each followed by its
     reconstruction. Saved as `reconstructions.png`."""

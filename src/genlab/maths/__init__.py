@@ -10,4 +10,5 @@ torch and genlab's errors. Each module is tested against closed forms or brute f
     diffusion      Gaussian diffusion: schedules, samplers, the variational bound
     gan            GAN objectives on discriminator logits
     autoencoder    denoising corruptions and the walk-back chain
+    langevin       energy-based models: Langevin sampling, contrastive divergence, JEM's energy
 """

@@ -23,6 +23,9 @@
     denoise(y, sigma, labels, generator)  clean images from y = x + sigma * noise
     sample_at_temperature(n, temperature, labels, generator)   samples from a code scaled by
                                      the temperature (flows: z ~ N(0, T^2 I))
+    energy(x, labels) -> (B,)        an unnormalised energy, p(x) proportional to exp(-E(x))
+                                     (EBMs; without labels the marginal energy of x)
+    classify(x) -> (B, K)            class logits (JEM)
 - The tasks of `genlab.tasks` (reconstruct, interpolate, inpaint, ...) run on any model that
   has the capability they need; `python evaluate.py tasks=[<task>,...]` runs them.
 - Configuration: every constructor parameter states its valid values in its annotation
@@ -120,6 +123,17 @@ class GenerativeModule(L.LightningModule):
             return h
         one_hot = F.one_hot(labels, self.num_classes).to(h.dtype)
         return torch.cat([h, one_hot.expand(*h.shape[:-1], -1)], dim=-1)
+
+    def check_mask(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """An inpainting mask (1 where a pixel is known, 0 where it is to be generated)
+        expanded to the images x; a GenlabError unless it broadcasts to them."""
+        c, h, w = self.image_shape
+        if (mask.dim() != 4 or mask.shape[0] not in (1, len(x)) or mask.shape[1] not in (1, c)
+                or tuple(mask.shape[2:]) != (h, w)):
+            raise GenlabError(f"The mask has shape {tuple(mask.shape)}; it must broadcast to the "
+                              f"images {tuple(x.shape)}: (1 or {len(x)}, 1 or {c}, {h}, {w}), "
+                              "with 1 where a pixel is known and 0 where it is to be generated.")
+        return mask.to(x.dtype).expand_as(x)
 
     def log_nll(self, stage: str, nll_nats: torch.Tensor, name: str = "nll_nats") -> None:
         """Log the mean per-image NLL in nats (as `<stage>/<name>`: a bound whose value depends

@@ -295,15 +295,6 @@ class DDPM(GenerativeModule):
         return torch.cat(list(self.sample_batches(n, labels, generator, **options)))
 
     # -- tasks -------------------------------------------------------------------------------
-    def _check_mask(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        c, h, w = self.image_shape
-        if (mask.dim() != 4 or mask.shape[0] not in (1, len(x)) or mask.shape[1] not in (1, c)
-                or tuple(mask.shape[2:]) != (h, w)):
-            raise GenlabError(f"The mask has shape {tuple(mask.shape)}; it must broadcast to the "
-                              f"images {tuple(x.shape)}: (1 or {len(x)}, 1 or {c}, {h}, {w}), "
-                              "with 1 where a pixel is known and 0 where it is to be generated.")
-        return mask.to(x.dtype).expand_as(x)
-
     @torch.no_grad()
     def inpaint(self, x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, resample: int | None = None,
@@ -312,7 +303,7 @@ class DDPM(GenerativeModule):
         with the mask inverted): RePaint-style resampling (Lugmayr et al. 2022) over the model's
         sampler, `resample` (default inpaint_resample) passes per step; resample=1 is plain
         replacement."""
-        known = (x, self._check_mask(x, mask))
+        known = (x, self.check_mask(x, mask))
         return self._reverse(self._noise(len(x), generator), labels, generator, known=known,
                              resample=resample or self.inpaint_resample, **options)
 

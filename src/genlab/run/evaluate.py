@@ -18,6 +18,7 @@ from genlab.config import register_resolvers
 from genlab.errors import GenlabError, yaml_repr
 from genlab.files.atomic import atomic_write
 from genlab.files.grid import make_grid, save_png
+from genlab.metrics.ood import ood_metrics
 from genlab.run.build import build_data_and_model
 from genlab.run.layout import RunLayout
 from genlab.run.loggers import build_loggers, close_wandb, quiet_library_noise
@@ -31,7 +32,8 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict[str, float | str]:
     """Rebuild model and data from the checkpoint's config, run the test metrics on
     `cfg.split`, measure sample quality (cfg.fid: FID, KID, IS, precision/recall against the
-    reference split), run cfg.tasks, write metrics.json to the run directory and log to the
+    reference split), run cfg.tasks, score cfg.ood.datasets against the test split
+    (`genlab.metrics.ood`), write metrics.json to the run directory and log to the
     loggers."""
     checkpoint, merged = validate_evaluate(cfg)
     quiet_library_noise()
@@ -48,6 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
     if probe_cfg.get("enabled"):  # scikit-learn is imported only when needed
         from genlab.metrics.representation import check_probe
         check_probe(model, datamodule)
+    ood_cfg = cfg.get("ood") or {}
     fid_cfg = cfg.get("fid") or {}
     extractor = _inception(fid_cfg) if fid_cfg.get("enabled") else None  # fail before testing
 
@@ -78,6 +81,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
             for logger in (lg for lg in loggers if isinstance(lg, WandbLogger)):
                 logger.log_image("probe", [str(p) for p in pictures.values()],
                                  caption=list(pictures))
+        if ood_cfg.get("datasets"):
+            metrics.update(ood_metrics(model, datamodule, **OmegaConf.to_container(ood_cfg),
+                                       seed=cfg.seed, root=cfg.paths.data_dir,
+                                       cache_dir=cfg.paths.cache_dir))
         if extractor is not None:
             metrics.update(_sample_quality(cfg, fid_cfg, model, datamodule, extractor, layout))
         with atomic_write(layout.metrics, "w") as f:

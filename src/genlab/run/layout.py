@@ -5,6 +5,7 @@ the configs, which must agree: tests check), evaluate.py and the review tools re
     <run>/checkpoints/best-*.ckpt      the best by the model's monitored metric
     <run>/samples/samples.png          sample grid from fixed noise (and samples_epochNNNN.png)
     <run>/samples/reconstructions.png  for models that reconstruct
+    <run>/samples/long_run.png         for models sampled by chains (EBMs): long-run chains
     <run>/metrics.json                 evaluate.py's numbers (in the evaluate run's directory)
     <run>/csv/version_0/metrics.csv    logged metrics with logger=csv
     <run>/wandb/                       the W&B run (offline-run-* when offline)

@@ -11,7 +11,7 @@ Where the valid values are declared:
   (`GenerativeModule`) and through the datamodule's `**options` to the dataset's options;
 - keys of classes that are not ours (the Lightning Trainer keys the configs expose, the
   checkpoint callback, optimizers) and keys that are not constructor parameters (top-level
-  `seed`, evaluate.py's `split`, `sample_grid`, `fid.*`): the tables below;
+  `seed`, evaluate.py's `split`, `sample_grid`, `fid.*`, `ood.*`): the tables below;
 - rules between keys: `check_config` of the model class and of the datamodule, and the few
   rules at the end of this module.
 A new config key joins by being an annotated constructor parameter, or by a line in a table;
@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from hydra._internal.utils import _locate
@@ -73,6 +75,10 @@ PROBE_KEYS = {
                                                 "perplexity, 30")],
     "grid_per_cluster": Count, "batch_size": Count,
 }
+# evaluate.py's out-of-distribution scores (conf/evaluate.yaml, ood:; genlab.metrics.ood): the
+# dataset names, their shapes, the model's scores and each dataset's reader options are checked
+# in _check_ood.
+OOD_KEYS = {"datasets": list[str], "num_images": Count, "batch_size": Count, "options": None}
 # Lightning Trainer arguments (conf/trainer/*.yaml, debug/*.yaml and common +trainer.<key>).
 TRAINER_KEYS = {
     "accelerator": str, "strategy": str, "num_nodes": Count, "default_root_dir": str | None,
@@ -290,8 +296,8 @@ def _check_overrides(node: DictConfig | None, part: str, accepted: frozenset, cl
             continue
         offered = ", ".join(sorted(accepted)) or "none"
         if name in stored:
-            shapes = ("it shapes the trained network" if part == "model" else
-                      "it defines the data the model was trained on")
+            shapes = ("it shapes the trained network or its training" if part == "model"
+                      else "it defines the data the model was trained on")
             why = (f"{shapes} (the checkpoint has {part}.{name}={yaml_repr(stored[name])}), so "
                    "it cannot change at evaluation")
         else:
@@ -341,7 +347,47 @@ def validate_evaluate(cfg: DictConfig) -> tuple[dict, DictConfig]:
                           f"method: VAE, autoencoders, flows); {model_cls.__name__} has none. "
                           "Set probe.enabled=false.")
     _check_tasks(cfg, model_cls)
+    _check_ood(cfg, model_cls, merged.model)
     return checkpoint, merged
+
+
+def _check_ood(cfg: DictConfig, model_cls: type, model: DictConfig) -> None:
+    """`ood:` holds only its keys, each in range; its datasets exist, have the model's image
+    shape and the model has a score (`genlab.metrics.ood.check_ood`); `ood.options.<dataset>`
+    names a listed dataset and holds only that reader's options."""
+    ood = cfg.get("ood")
+    if ood is None:
+        return
+    check_node(ood, "ood", OOD_KEYS)
+    from genlab.data.datasets import DATASETS
+    from genlab.metrics.ood import check_ood
+
+    datasets = list(ood.get("datasets") or [])
+    if datasets:
+        values = OmegaConf.to_container(model, resolve=True)
+        check_ood(model_cls, tuple(values["image_shape"]), datasets,
+                  conditional=bool(values.get("conditional")))
+    options = ood.get("options")
+    options = OmegaConf.create() if options is None else options
+    if not isinstance(options, DictConfig):
+        raise GenlabError(f"ood.options={yaml_repr(options)} is not valid: it maps a dataset to "
+                          "its reader options, e.g. +ood.options.image_folder.path=/data/svhn.zip.")
+    for name in options:
+        if name not in datasets:
+            raise GenlabError(f"ood.options.{name} is set, but {name} is not in ood.datasets "
+                              f"({yaml_repr(datasets)}); add it there or remove the options.")
+        if options[name] is not None:
+            check_node(options[name], f"ood.options.{name}", DATASETS[name].options)
+    for name in datasets:
+        if "path" not in DATASETS[name].options:
+            continue
+        path = (options.get(name) or {}).get("path")
+        if not path or not Path(os.path.expanduser(str(path))).exists():
+            raise GenlabError(f"ood.datasets includes {name}, which reads the images at "
+                              f"ood.options.{name}.path, but that is "
+                              f"{'not set' if not path else f'{path}, which does not exist'}: "
+                              f"pass +ood.options.{name}.path=/path/to/images (a folder, an "
+                              "archive or an .npz).")
 
 
 def _check_tasks(cfg: DictConfig, model_cls: type) -> None:
@@ -350,7 +396,9 @@ def _check_tasks(cfg: DictConfig, model_cls: type) -> None:
     from genlab.tasks import TASKS, check_tasks
 
     check_tasks(list(cfg.get("tasks") or []), model_cls)
-    options = cfg.get("task_options") or {}
+    options = cfg.get("task_options")
+    if options is None:
+        return
     if not isinstance(options, DictConfig):
         raise GenlabError(f"task_options={yaml_repr(options)} is not valid: it maps a task to its "
                           "options, e.g. task_options.edit.attribute=Smiling.")
