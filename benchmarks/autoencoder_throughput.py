@@ -14,10 +14,9 @@ chain step = one corruption, one encoder and decoder pass and one draw).
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
+from timing import timed
 
 from genlab.models.autoencoder import Autoencoder
 
@@ -43,19 +42,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def timed(fn: Callable[[], object], device: str, steps: int, warmup: int) -> float:
-    """Seconds per call of fn, after `warmup` untimed calls."""
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    for _ in range(warmup):
-        fn()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync()
-    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:

@@ -19,16 +19,13 @@ Prints one table:
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
+from timing import DTYPES, matmul_peak, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from genlab.models.flow import Flow
-
-DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,29 +43,8 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def timed(fn: Callable[[], object], device: str, steps: int, warmup: int) -> float:
-    """Seconds per call of fn, after `warmup` untimed calls."""
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    for _ in range(warmup):
-        fn()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync()
-    return (time.perf_counter() - start) / steps
 
 
-def matmul_peak(device: str, dtype: torch.dtype, steps: int) -> float:
-    """Dense matmul FLOP/s on this machine: the best of a few square sizes."""
-    best = 0.0
-    for n in ((2048, 4096, 8192) if device.startswith("cuda") else (512, 1024, 2048)):
-        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-        seconds = timed(lambda a=a, b=b: a @ b, device, steps, warmup=2)
-        best = max(best, 2 * n**3 / seconds)
-    return best
 
 
 def main() -> None:
