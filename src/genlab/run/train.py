@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from genlab.callbacks.config import StoreConfig
+from genlab.callbacks.record import RunRecord
 from genlab.config import register_resolvers
 from genlab.run.build import build_data_and_model
 from genlab.run.loggers import build_loggers, close_wandb
@@ -28,7 +29,7 @@ def train(cfg: DictConfig) -> float | None:
         model.compile_networks()
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks.append(StoreConfig(cfg))
+    callbacks += [StoreConfig(cfg), RunRecord(cfg.paths.output_dir)]  # run.json: genlab-review
     failed = True
     try:
         loggers = build_loggers(cfg)
