@@ -59,7 +59,7 @@ def default_metric(runs: list[Run], cols: list[str]) -> str | None:
 
 def summary_table(runs: list[Run], metric: str | None, mode: str) -> Table:
     cols = columns(runs)
-    settings = [f"set:{k}" for k in differing_settings(runs)][:5]
+    settings = [f"set:{k}" for k in differing_settings(runs, ("model", "data"))][:5]
     metrics = [metric] if metric else []
     metrics += [c for c in ("eval/fid", "eval/bpd", "test/bpd") if c in cols and c != metric]
     metrics += [f"last/{metric[5:]}"] if metric and metric.startswith("best/") else []

@@ -63,7 +63,8 @@ def columns(runs: list[Run]) -> list[str]:
     ordered += [k for k in metrics if k.startswith("last/val/")]
     ordered += [k for k in metrics if k.startswith("test/")]
     ordered += [k for k in metrics if k.startswith("eval/")]
-    return fixed + [f"set:{k}" for k in differing_settings(runs)] + facts + ordered
+    settings = [f"set:{k}" for k in differing_settings(runs, ("model", "data"))]
+    return fixed + settings + facts + ordered
 
 
 def cell(run: Run, column: str):

@@ -19,6 +19,7 @@ from genlab.config import register_resolvers
 from genlab.errors import GenlabError
 from genlab.run.layout import RunLayout
 
+_UNSET = object()
 # metrics where a larger value is better; every other metric is better smaller
 HIGHER_IS_BETTER = ("elbo", "is_mean", "precision", "recall", "psnr", "ssim", "accuracy", "d_real")
 
@@ -60,9 +61,9 @@ class Run:
     evaluations: list[Evaluation] = field(default_factory=list)
     label: str = ""
 
-    def select(self, key: str):
-        """A config value (interpolations resolved), None where unset or unresolvable."""
-        return OmegaConf.select(self.config, key, default=None,
+    def select(self, key: str, default=None):
+        """A config value (interpolations resolved), `default` where unset or unresolvable."""
+        return OmegaConf.select(self.config, key, default=default,
                                 throw_on_resolution_failure=False)
 
     @property
@@ -86,14 +87,15 @@ class Run:
         return monitor, mode or "min"
 
     def settings(self) -> dict[str, str]:
-        """The command-line overrides as key -> value (`~key`: deleted; hydra.* left out)."""
+        """The command-line overrides as key -> value (`~key`: removed; hydra.* and paths.*
+        left out), values in one spelling (Hydra writes a sweep job's `false` as `False`)."""
         settings = {}
         for override in self.overrides:
             key, _, value = override.lstrip("+").partition("=")
             if key.startswith("~"):
                 key, value = key[1:], "(removed)"
             if not key.startswith(("hydra.", "paths.")):
-                settings[key] = value
+                settings[key] = canonical(value)
         return settings
 
     def setting(self, key: str) -> str:
@@ -102,16 +104,20 @@ class Run:
         if key in (settings := self.settings()):
             return settings[key]
         if key in self.choices:
-            return str(self.choices[key])
-        value = self.select(key)
-        if isinstance(value, (DictConfig, list)) or OmegaConf.is_list(value):
+            return canonical(str(self.choices[key]))
+        value = self.select(key, default=_UNSET)
+        if value is _UNSET:
+            return "(unset)"
+        if OmegaConf.is_config(value):
             return json.dumps(OmegaConf.to_container(value, resolve=True))
-        return "(unset)" if value is None else str(value)
+        return canonical(json.dumps(value) if value is None or isinstance(value, bool)
+                         else str(value))
 
     def command(self) -> str:
         """The command line that trains this run again."""
-        return " ".join(["python train.py", *(shlex.quote(o) for o in self.overrides
-                                              if not o.startswith("hydra."))])
+        overrides = [o.removesuffix("=null") if o.startswith("~") else o
+                     for o in self.overrides if not o.startswith("hydra.")]
+        return " ".join(["python train.py", *map(shlex.quote, overrides)])
 
     def curves(self) -> dict[str, tuple[list[float], list[float]]]:
         """Each logged metric as (steps, values)."""
@@ -311,9 +317,9 @@ def load_runs(paths: list[Path]) -> tuple[list[Run], list[Evaluation]]:
     return runs, evaluations
 
 
-def differing_settings(runs: list[Run]) -> list[str]:
-    """The override keys whose values differ between the runs."""
-    keys = dict.fromkeys(k for run in runs for k in run.settings())
+def differing_settings(runs: list[Run], shown: tuple[str, ...] = ()) -> list[str]:
+    """The override keys whose values differ between the runs (less those in `shown`)."""
+    keys = dict.fromkeys(k for run in runs for k in run.settings() if k not in shown)
     return [k for k in keys if len({run.setting(k) for run in runs}) > 1]
 
 
@@ -324,6 +330,21 @@ def sweeps(runs: list[Run]) -> dict[Path, list[Run]]:
         if run.sweep is not None:
             groups.setdefault(run.sweep, []).append(run)
     return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def canonical(value: str) -> str:
+    """One spelling per value: true/false, null, 2 for 2.0, 0.001 for 1e-3."""
+    if value.lower() in ("true", "false", "null", "none"):
+        return {"none": "null"}.get(value.lower(), value.lower())
+    try:
+        return str(int(value))
+    except ValueError:
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
 
 
 def as_number(value: str) -> float | None:
