@@ -82,7 +82,7 @@ def _figure_html(fig: go.Figure, div_id: str, height: int = 320) -> str:
 
 def curve_charts(runs: list[Run]) -> list[str]:
     """One chart per logged metric (test/ metrics, logged once, are in the table), runs
-    overlaid in their table colours."""
+    overlaid in their table colours (the first chart has the legend; hovering names a run)."""
     curves = [run.curves() for run in runs]
     names = dict.fromkeys(k for c in curves for k in c if not k.startswith("test/"))
     order = sorted(names, key=lambda k: (not k.startswith("val/"), not k.startswith("train/"), k))
@@ -96,7 +96,7 @@ def curve_charts(runs: list[Run]) -> list[str]:
             stride = max(1, len(steps) // MAX_POINTS)
             fig.add_trace(go.Scatter(x=steps[::stride], y=values[::stride], name=run.label,
                                      mode="lines+markers" if len(steps) < 30 else "lines",
-                                     line=dict(color=color(i)), legendgroup=run.label))
+                                     line=dict(color=color(i)), showlegend=n == 0))
         fig.update_layout(title=dict(text=name, font=dict(size=14)), xaxis_title="step")
         charts.append(_figure_html(fig, f"curve-{n}"))
     return charts

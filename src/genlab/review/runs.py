@@ -169,6 +169,9 @@ class Run:
             return error
         if not self.record:
             return "no run record (run.json): the run stopped before training started"
+        if self.record.get("status") == "running":
+            return (f"last recorded at {self.record.get('updated')}: still running, or killed "
+                    "before it could record how it ended")
         return ""
 
     def log_tail(self, lines: int = 20) -> str:
