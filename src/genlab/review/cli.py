@@ -25,7 +25,7 @@ from rich.table import Table
 
 from genlab.errors import GenlabError
 from genlab.review.report import OK, columns, fmt, write_report
-from genlab.review.runs import Run, better, describe_time, differing_settings, load_runs, sweeps
+from genlab.review.runs import Run, better, describe_time, load_runs, sweeps, table_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def default_metric(runs: list[Run], cols: list[str]) -> str | None:
 
 def summary_table(runs: list[Run], metric: str | None, mode: str) -> Table:
     cols = columns(runs)
-    settings = [f"set:{k}" for k in differing_settings(runs, ("model", "data"))][:5]
+    settings = [f"set:{k}" for k in table_settings(runs)][:4]
     metrics = [metric] if metric else []
     metrics += [c for c in ("eval/fid", "eval/bpd", "test/bpd") if c in cols and c != metric]
     metrics += [f"last/{metric[5:]}"] if metric and metric.startswith("best/") else []
@@ -69,7 +69,8 @@ def summary_table(runs: list[Run], metric: str | None, mode: str) -> Table:
     for name in ["run", "status", "model", "data", *(s[4:] for s in settings), "epochs", "steps",
                  "wall", "params", *metrics]:
         table.add_column(name, justify="left" if name in ("run", "status") else "right",
-                         style="bold" if name == metric else None)
+                         style="bold" if name == metric else None, no_wrap=name in metrics,
+                         min_width=max(len(r.label) for r in runs) if name == "run" else None)
     for run in runs:
         row = run.row
         status = row["status"] if row["status"] in OK else f"[red]{row['status']}[/red]"

@@ -25,12 +25,14 @@ from genlab.review.runs import (
     differing_settings,
     started,
     sweeps,
+    table_settings,
 )
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 OK = ("finished", "unknown")
 MAX_POINTS = 2000  # per curve; longer logs are thinned evenly
+LEGEND_RUNS = 10  # charts with more runs have no legend
 
 
 def color(index: int) -> str:
@@ -63,7 +65,7 @@ def columns(runs: list[Run]) -> list[str]:
     ordered += [k for k in metrics if k.startswith("last/val/")]
     ordered += [k for k in metrics if k.startswith("test/")]
     ordered += [k for k in metrics if k.startswith("eval/")]
-    settings = [f"set:{k}" for k in differing_settings(runs, ("model", "data"))]
+    settings = [f"set:{k}" for k in table_settings(runs)]
     return fixed + settings + facts + ordered
 
 
@@ -75,30 +77,39 @@ def cell(run: Run, column: str):
 
 def _figure_html(fig: go.Figure, div_id: str, height: int = 320) -> str:
     fig.update_layout(height=height, margin=dict(l=50, r=10, t=40, b=40), template="plotly_white",
-                      legend=dict(font=dict(size=10)))
+                      legend_font_size=10)
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
 
 
 def curve_charts(runs: list[Run]) -> list[str]:
     """One chart per logged metric (test/ metrics, logged once, are in the table), runs
-    overlaid in their table colours (the first chart has the legend; hovering names a run)."""
+    overlaid in their table colours, each chart with its legend below it (up to LEGEND_RUNS
+    runs; beyond, the table's colours and hovering name them). A metric whose positive values
+    span more than a factor 1000 between runs (e.g. val/loss of a VAE and a DDPM) gets a
+    logarithmic axis."""
     curves = [run.curves() for run in runs]
     names = dict.fromkeys(k for c in curves for k in c if not k.startswith("test/"))
     order = sorted(names, key=lambda k: (not k.startswith("val/"), not k.startswith("train/"), k))
     charts = []
     for n, name in enumerate(order):
         fig = go.Figure()
+        values_seen = []
         for i, (run, curve) in enumerate(zip(runs, curves)):
             if name not in curve:
                 continue
             steps, values = curve[name]
             stride = max(1, len(steps) // MAX_POINTS)
+            values_seen += [v for v in values if math.isfinite(v)]
             fig.add_trace(go.Scatter(x=steps[::stride], y=values[::stride], name=run.label,
                                      mode="lines+markers" if len(steps) < 30 else "lines",
-                                     line=dict(color=color(i)), showlegend=n == 0))
-        fig.update_layout(title=dict(text=name, font=dict(size=14)), xaxis_title="step")
-        charts.append(_figure_html(fig, f"curve-{n}"))
+                                     line=dict(color=color(i))))
+        log = values_seen and min(values_seen) > 0 and max(values_seen) / min(values_seen) > 1e3
+        fig.update_layout(title=dict(text=name, font=dict(size=14)), xaxis_title="step",
+                          yaxis_type="log" if log else None,
+                          showlegend=len(runs) <= LEGEND_RUNS,
+                          legend=dict(orientation="h", yanchor="top", y=-0.25, x=0))
+        charts.append(_figure_html(fig, f"curve-{n}", height=380))
     return charts
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -159,8 +160,8 @@ class Run:
         error = self.record.get("error", "")
         _, last = self.best_and_last()
         numbers = [v for v in last.values() if isinstance(v, float)]
-        if ("became nan" in error or "became inf" in error
-                or any(not math.isfinite(v) for v in numbers)):
+        if re.search(r"\b(nan|inf|diverged)\b", error, re.IGNORECASE) or any(
+                not math.isfinite(v) for v in numbers):
             return "diverged"
         return status
 
@@ -280,13 +281,15 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
 
 
 def _label(root: Path, roots: list[Path]) -> str:
-    """A short name: the run folder, with the sweep folder before it for multirun jobs."""
-    name = root.name
-    if (root.parent / "multirun.yaml").is_file():
-        name = f"{root.parent.name}/{root.name}"
-    if sum(r.name == root.name and r.parent.name == root.parent.name for r in roots) > 1:
-        name = f"{root.parent.parent.parent.name}/{name}"
-    return name
+    """A short name: the run folder, with the sweep folder before it for multirun jobs, and
+    the folders above that where two runs would share the name."""
+    def name(path: Path, parents: int) -> str:
+        return "/".join(path.parts[-1 - parents:])
+    parents = 1 if (root.parent / "multirun.yaml").is_file() else 0
+    while parents < len(root.parts) - 1 and sum(
+            name(r, parents) == name(root, parents) for r in roots) > 1:
+        parents += 1
+    return name(root, parents)
 
 
 def load_runs(paths: list[Path]) -> tuple[list[Run], list[Evaluation]]:
@@ -311,7 +314,7 @@ def load_runs(paths: list[Path]) -> tuple[list[Run], list[Evaluation]]:
                         dict(hydra.get("runtime", {}).get("choices") or {}),
                         _read_json(layout.record), read_history(layout)))
     for run in runs:
-        run.label = _label(run.layout.root, roots)
+        run.label = _label(run.layout.root, [r.layout.root for r in runs])
     by_root = {run.layout.root: run for run in runs}
     for evaluation in sorted(evaluations, key=lambda e: e.layout.root.name):
         trained = RunLayout.of_checkpoint(evaluation.checkpoint) if evaluation.metrics else None
@@ -324,6 +327,14 @@ def differing_settings(runs: list[Run], shown: tuple[str, ...] = ()) -> list[str
     """The override keys whose values differ between the runs (less those in `shown`)."""
     keys = dict.fromkeys(k for run in runs for k in run.settings() if k not in shown)
     return [k for k in keys if len({run.setting(k) for run in runs}) > 1]
+
+
+def table_settings(runs: list[Run]) -> list[str]:
+    """The settings that differ between the runs, those swept in a multirun first; model and
+    data have columns of their own."""
+    swept = {k for members in sweeps(runs).values() for k in differing_settings(members)}
+    keys = differing_settings(runs, ("model", "data"))
+    return sorted(keys, key=lambda k: k not in swept)
 
 
 def sweeps(runs: list[Run]) -> dict[Path, list[Run]]:
