@@ -1,5 +1,6 @@
 """The run record: what a training run was and how it ended, in <run>/run.json (RunLayout.record),
-and its final numbers in the loggers' run summaries.
+and its final numbers in the loggers' run summaries. The log (train.log) gets one line per
+validation epoch and the error that ended the run.
 
 run.json is rewritten (atomically) when fitting starts, after every validation epoch, after
 testing and when the run ends or fails, so a run killed from outside still shows how far it got:
@@ -100,6 +101,8 @@ class RunRecord(L.Callback):
         parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.record = {"status": "running", "started": _now(), "parameters": parameters,
                        "monitor": monitor, "mode": mode, "wandb": wandb}
+        log.info("fitting %s (%d trainable parameters); run record: %s",
+                 type(model).__name__, parameters, self.layout.record)
         self._write(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, model) -> None:
@@ -110,6 +113,8 @@ class RunRecord(L.Callback):
             return
         where = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         self.last = {**where, **metrics}
+        log.info("epoch %d, step %d: %s", *where.values(),  # the log's tail tells how it went
+                 ", ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
         monitor, mode = self.record.get("monitor"), self.record.get("mode", "min")
         value = metrics.get(monitor)
         if value is not None and math.isfinite(value):
@@ -120,6 +125,7 @@ class RunRecord(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, model) -> None:
         status = "interrupted" if trainer.interrupted else "finished"
+        log.info("%s after %d epochs, %d steps", status, trainer.current_epoch, trainer.global_step)
         self._write(trainer, status=status)
         self._summarize(trainer)
 

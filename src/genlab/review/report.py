@@ -104,7 +104,10 @@ def curve_charts(runs: list[Run]) -> list[str]:
             fig.add_trace(go.Scatter(x=steps[::stride], y=values[::stride], name=run.label,
                                      mode="lines+markers" if len(steps) < 30 else "lines",
                                      line=dict(color=color(i))))
-        log = values_seen and min(values_seen) > 0 and max(values_seen) / min(values_seen) > 1e3
+        low, high = min(values_seen, default=0.0), max(values_seen, default=0.0)
+        log = low > 0 and high / low > 1e3
+        if low == high:  # a constant (a fixed learning rate): plotly would span it by +-1
+            fig.update_yaxes(range=[low - abs(low) / 2 - 1e-12, high + abs(high) / 2 + 1e-12])
         fig.update_layout(title=dict(text=name, font=dict(size=14)), xaxis_title="step",
                           yaxis_type="log" if log else None,
                           showlegend=len(runs) <= LEGEND_RUNS,
