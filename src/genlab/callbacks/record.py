@@ -39,6 +39,7 @@ from genlab.files.atomic import atomic_write
 from genlab.run.layout import RunLayout
 
 log = logging.getLogger(__name__)
+HPARAMS = ("model", "data", "trainer", "seed", "optimized_metric")  # config parts in HParams
 
 
 def _now() -> str:
@@ -149,6 +150,7 @@ class RunRecord(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update(summary)
-            elif isinstance(logger, TensorBoardLogger):
+            elif isinstance(logger, TensorBoardLogger):  # HParams: what a run varies
                 numbers = {k: v for k, v in summary.items() if math.isfinite(v)}
-                logger.log_hyperparams(logger.hparams, metrics=numbers)
+                params = {k: v for k, v in logger.hparams.items() if k in HPARAMS}
+                logger.log_hyperparams(params, metrics=numbers)
