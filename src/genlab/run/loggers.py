@@ -1,20 +1,56 @@
-"""The loggers of a run (W&B, CSV, TensorBoard), and closing the W&B run whatever happens.
-evaluate.py logs into the W&B run of the training run it evaluates (resumed by id, offline too)."""
+"""The loggers of a run (W&B, CSV, TensorBoard), closing the W&B run whatever happens, and the
+library messages that only alarm a user (`quiet_library_noise`). evaluate.py logs into the W&B
+run of the training run it evaluates (resumed by id, offline too)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch import loggers as pl_loggers
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.errors import GenlabError
 from genlab.run.layout import RunLayout
+
+
+class WandbLogger(pl_loggers.WandbLogger):
+    """Lightning's W&B logger without its `anonymous` argument: Lightning passes it to
+    `wandb.init` even when unset, and W&B then warns on every run that the deprecated setting
+    "has no effect"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+
+class _DropLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def quiet_library_noise() -> None:
+    """Silence library messages that say nothing about the run (each with the reason), leaving
+    every other warning alone. The "module(s) in eval mode" warning is handled where the model
+    is known (`genlab.run.train`): it is silenced only when the eval-mode modules are EMA
+    copies."""
+    # Lightning 2.6 uses torch's LeafSpec, which torch >= 2.9 deprecates: a FutureWarning on
+    # every run about Lightning's own code, with nothing for a user to change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    # Lightning's advertisement for its litlogger package, printed at every Trainer start.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
+            logger.addFilter(_DropLitLoggerTip())
 
 
 def _hydra_choice(group: str) -> str | None:
@@ -62,12 +98,12 @@ def build_loggers(cfg: DictConfig, resume_wandb: dict | None = None) -> list[Log
         loggers.append(instantiate(logger_cfg))
     params = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
-        resumed = resume_wandb and isinstance(logger, WandbLogger)
+        resumed = resume_wandb and isinstance(logger, pl_loggers.WandbLogger)
         logger.log_hyperparams({"evaluate": params} if resumed else params)
     return loggers
 
 
-def log_evaluation(logger: WandbLogger, metrics: dict, images: dict[str, Path],
+def log_evaluation(logger: pl_loggers.WandbLogger, metrics: dict, images: dict[str, Path],
                    table: list[dict] | None) -> None:
     """evaluate.py's results in a W&B run: the numbers as evaluate/<key> in the summary (the
     runs table then compares runs by them), each grid as an evaluate/<name> image, and the
