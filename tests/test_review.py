@@ -53,7 +53,7 @@ def outputs(tmp_path_factory) -> Path:
     for script, *overrides in commands:
         result = run(script, *overrides)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    diverged = run("train.py", "model=vae", "model.optimizer.lr=1e30", *TINY,
+    diverged = run("train.py", "model=vae", "model.optimizer.lr=1e30", "logger=csv", *TINY,
                    f"hydra.run.dir={out / 'train' / 'runs' / 'diverged'}")
     assert diverged.returncode == 1 and "became nan" in diverged.stderr, diverged.stderr[-3000:]
     return out
@@ -96,13 +96,14 @@ def test_the_report_lists_every_run_metric_and_evaluation(outputs, tmp_path, cap
         title = metric.replace("/", "\\u002f")  # as plotly writes it in the page
         assert f'"text":"{title}"' in page, metric  # one chart per metric
     for column in ("best/val/bpd", "last/val/bpd", "last/val/d_loss", "eval/test/bpd",
-                   "eval/task/reconstruct/psnr", "model.beta", "parameters"):
+                   "eval/task/reconstruct/psnr", "model.beta", "logger", "parameters"):
         assert f">{column}<" in page, column
     evaluation = json.loads((outputs / "evaluate" / "runs" / "vae" / "metrics.json").read_text())
     assert f"{evaluation['task/reconstruct/psnr']:.4g}" in page
     # the sweep: beta against the metric, the best job's command line
     assert "swept: model.beta" in page and "python train.py model=vae model.beta=" in page
     assert "became nan" in page and "diverged" in table  # failed runs, with their log's end
+    assert "[wandb,csv]" in page and "[wandb,csv]" in table  # a list-composed group, as typed
     assert page.count("data:image/png;base64,") >= 2 * 2 + 3  # grids per epoch, eval grids
     assert page.count("* plotly.js v") == 1  # plotly.js inlined once
     body = page[page.index("<body>"):]  # (plotly.js itself names URLs it never loads here)
@@ -141,6 +142,16 @@ def test_the_metric_option_sorts_and_unknown_metrics_are_explained(outputs, tmp_
     assert "<tbody><tr><td data-value='gan'" in page  # the only run with the metric, first
     assert review([str(outputs), "--metric", "val/fid", "--no-html"]) == 1
     assert "--metric val/fid is not a column" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_run_with_grids_of_epoch_0_only_shows_them(outputs, tmp_path):
+    gan = tmp_path / "gan"
+    shutil.copytree(outputs / "train" / "runs" / "gan", gan)
+    for grid in (gan / "samples").glob("*_epoch0001.png"):
+        grid.unlink()
+    page, _ = html_of(gan, tmp_path)
+    assert "<img data-key='samples' data-run='0'" in page
 
 
 def test_bad_paths_and_damaged_runs_get_one_paragraph(tmp_path, capsys):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from genlab.errors import GenlabError
@@ -75,8 +76,9 @@ def summary_table(runs: list[Run], metric: str | None, mode: str) -> Table:
         row = run.row
         status = row["status"] if row["status"] in OK else f"[red]{row['status']}[/red]"
         params = row.get("parameters")
-        table.add_row(run.label, status, run.model, run.data,
-                      *(run.setting(s[4:]) for s in settings), fmt(row.get("epochs")),
+        # escape: overrides such as logger=[tensorboard,csv] read as rich markup otherwise
+        table.add_row(escape(run.label), status, escape(run.model), escape(run.data),
+                      *(escape(run.setting(s[4:])) for s in settings), fmt(row.get("epochs")),
                       fmt(row.get("steps")), describe_time(row.get("wall_s")),
                       f"{params / 1e6:.2f}M" if isinstance(params, int) else "",
                       *(fmt(row.get(m)) for m in metrics))
@@ -109,10 +111,11 @@ def run(args: argparse.Namespace, console: Console) -> Path | None:
                      if isinstance(r.row.get(metric), float)), None)
         if best is not None:
             console.print(f"sweep {sweep.name}: best {best.label} ({metric} "
-                          f"{fmt(best.row[metric])}): {best.command()}", soft_wrap=True)
+                          f"{fmt(best.row[metric])}): {escape(best.command())}", soft_wrap=True)
     problems = [r for r in runs if r.status not in OK]
     for r in problems:
-        console.print(f"[red]{r.status}[/red] {r.label}: {r.error()}", soft_wrap=True)
+        console.print(f"[red]{r.status}[/red] {escape(r.label)}: {escape(r.error())}",
+                      soft_wrap=True)
     if args.no_html:
         return None
     output = args.output or (args.paths[0] if args.paths[0].is_dir() else

@@ -202,7 +202,7 @@ def grid_strips(runs: list[Run], max_epochs: int) -> tuple[str, dict]:
             f"<figcaption style='border-color:{color(runs.index(run))}'>"
             f"{html.escape(run.label)}<br><span class='epoch' data-key='{key}' "
             f"data-run='{i}'></span></figcaption></figure>"
-            for i, run in enumerate(runs) if any(per_run[i]))
+            for i, run in enumerate(runs) if per_run[i])  # (epoch 0 alone: any() is False)
         blocks.append(
             f"<h3>{key}</h3><div class='slider'>epoch <input type='range' min='0' "
             f"max='{len(epochs) - 1}' value='{len(epochs) - 1}' data-key='{key}' "

@@ -109,8 +109,16 @@ class Run:
         value = self.select(key, default=_UNSET)
         if value is _UNSET:
             return "(unset)"
+        if isinstance(value, DictConfig) and len(value) and all(
+                isinstance(v, DictConfig) and "_target_" in v for v in value.values()):
+            # a group composed from a list (logger: [wandb, csv]): Hydra records no choice for
+            # it; its options, spelled as the override logger=[tensorboard,csv] is
+            return f"[{','.join(map(str, value))}]"
         if OmegaConf.is_config(value):
-            return json.dumps(OmegaConf.to_container(value, resolve=True))
+            try:
+                return json.dumps(OmegaConf.to_container(value, resolve=True))
+            except Exception:  # ${hydra:...} and the like resolve only inside a Hydra run
+                return json.dumps(OmegaConf.to_container(value, resolve=False))
         return canonical(json.dumps(value) if value is None or isinstance(value, bool)
                          else str(value))
 
