@@ -65,6 +65,8 @@ def test_configs_write_where_the_run_layout_says(compose, tmp_path):
     assert Path(cfg.callbacks.sample_grid.dirpath) == layout.samples
     assert Path(cfg.logger.csv.save_dir) / cfg.logger.csv.name == layout.csv
     assert Path(compose([]).logger.wandb.save_dir) / "wandb" == layout.wandb
+    tensorboard = compose(["logger=tensorboard"]).logger.tensorboard
+    assert Path(tensorboard.save_dir) / tensorboard.name / tensorboard.version == layout.tensorboard
 
 
 @pytest.mark.parametrize("config_name", ["train", "evaluate"])

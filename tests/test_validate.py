@@ -249,6 +249,9 @@ def test_other_precisions_are_refused_with_the_valid_spellings(typed, compose):
     (["callbacks.sample_grid.n=0"], "callbacks.sample_grid.n=0 is out of range"),
     (["callbacks.model_checkpoint.save_top_k=-2"], "save_top_k=-2 is out of range"),
     (["seed=-1"], "seed=-1 is out of range"),
+    (["logger=[tensorboard,csv]", "logger.tensorboard.default_hp_metric=maybe"],
+     "logger.tensorboard.default_hp_metric='maybe' is not valid"),
+    (["logger=csv", "+logger.csv.flush_every=10"], "logger.csv.flush_every is not a key"),
     (["data=image_folder", "data.path=/nowhere/images"], "data.path=/nowhere/images does not "
                                                         "exist"),
     (["data.name=imagenet"], "data.name='imagenet' is not valid"),
@@ -299,6 +302,7 @@ def evaluate_cfg(compose, family: str, *overrides: str):
     ("vae", ["split=train"], "split='train' is not valid"),
     ("vae", ["tasks=[inpaint]"], "'inpaint' needs one of the capabilities inpaint"),
     ("vae", ["sample_grid=-1"], "sample_grid=-1 is out of range"),
+    ("vae", ["wandb_table=-1"], "wandb_table=-1 is out of range"),
     ("vae", ["task_options.edit.examples=1"], "task_options.edit.examples=1 is out of range"),
     ("vae", ["+task_options.edit.colour=red"], "task_options.edit.colour is not a key"),
     ("vae", ["task_options.temperature.temperatures=[0.7,-1]"],

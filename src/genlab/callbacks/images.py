@@ -1,5 +1,5 @@
 """Sample and reconstruction grids each validation epoch: PNG files in the run directory and
-images in W&B."""
+images in W&B and TensorBoard, captioned with the epoch and step."""
 
 from __future__ import annotations
 
@@ -9,20 +9,25 @@ from typing import Annotated
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from genlab.checks import Range
 from genlab.files.grid import make_grid, save_png
+from genlab.run.layout import RunLayout
 
 
 def log_image(trainer: L.Trainer, key: str, array: np.ndarray, caption: str) -> None:
+    """An image grid (H, W) or (H, W, C) uint8 to W&B (with its caption) and TensorBoard."""
     # Lightning logs metrics at the count of training batches, not at global_step (which
     # counts optimizer steps: n_critic + 1 per batch for a GAN); images go on the same axis.
     step = trainer.fit_loop.epoch_loop._batches_that_stepped
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key, [array], step=step, caption=[caption])
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, array, global_step=step,
+                                        dataformats="HW" if array.ndim == 2 else "HWC")
 
 
 class _GridCallback(L.Callback):
@@ -45,7 +50,7 @@ class _GridCallback(L.Callback):
             return
         grid = make_grid(images)
         caption = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
-        save_png(grid, self.dirpath / f"{self.key}_epoch{trainer.current_epoch:04d}.png")
+        save_png(grid, self.dirpath / RunLayout.epoch_grid_name(self.key, trainer.current_epoch))
         save_png(grid, self.dirpath / f"{self.key}.png")
         log_image(trainer, self.key, grid, caption)
 

@@ -7,13 +7,23 @@
     startup    the Hydra callback that runs them before the run directory is made
     build      instantiate configs (datamodule, model) with our errors
     checkpoint read checkpoints safely (weights_only: a checkpoint never runs code)
-    loggers    W&B / CSV loggers and closing them
+    loggers    W&B / CSV / TensorBoard loggers and closing them
     layout     what a run directory holds
     errors     user errors as one paragraph, exit status 1
+`train` and `evaluate` are imported on first use, so reading a run's layout (genlab-review)
+does not load torch and Lightning.
 """
 
+import importlib
+
 from genlab.run.errors import report_user_errors
-from genlab.run.evaluate import evaluate
-from genlab.run.train import train
 
 __all__ = ["evaluate", "report_user_errors", "train"]
+
+
+def __getattr__(name: str):
+    if name in ("train", "evaluate"):
+        # the function replaces the submodule of the same name, as an eager import would
+        globals()[name] = getattr(importlib.import_module(f"genlab.run.{name}"), name)
+        return globals()[name]
+    raise AttributeError(f"module 'genlab.run' has no attribute {name!r}")

@@ -15,13 +15,21 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.callbacks.progress import ProgressBar
 from genlab.config import register_resolvers
+from genlab.data.transforms import to_uint8
 from genlab.errors import GenlabError, yaml_repr
 from genlab.files.atomic import atomic_write
 from genlab.files.grid import make_grid, save_png
+from genlab.maths.bpd import bits_per_dim
 from genlab.metrics.ood import ood_metrics
 from genlab.run.build import build_data_and_model
 from genlab.run.layout import RunLayout
-from genlab.run.loggers import build_loggers, close_wandb, quiet_library_noise
+from genlab.run.loggers import (
+    build_loggers,
+    close_wandb,
+    log_evaluation,
+    quiet_library_noise,
+    training_wandb_run,
+)
 from genlab.run.validate import validate_evaluate
 from genlab.tasks import TaskInputs, run_task
 
@@ -56,9 +64,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
 
     failed = True
     try:
-        loggers = build_loggers(cfg)
+        training_run = training_wandb_run(cfg.ckpt_path)  # W&B: log into the training run
+        loggers = build_loggers(cfg, resume_wandb=training_run)
+        # the resumed training run gets evaluate/<key> summaries (log_evaluation), not the
+        # test loop's test/<key> at the evaluate run's step 0
+        test_loggers = [x for x in loggers if not (training_run and isinstance(x, WandbLogger))]
         bar = [ProgressBar()] if cfg.trainer.get("enable_progress_bar") is not False else []
-        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=bar,
+        trainer = instantiate(cfg.trainer, logger=test_loggers or False, callbacks=bar,
                               enable_checkpointing=False)
         # The weights come from the checkpoint validate_evaluate read safely (weights_only);
         # Lightning is not handed the path, so it reads nothing itself.
@@ -91,7 +103,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
             f.write(json.dumps(metrics, indent=2) + "\n")
         for logger in loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.summary.update(metrics)
+                grids = {name: layout.task_grid(name) for name in cfg.get("tasks") or []}
+                log_evaluation(logger, metrics, {"samples": layout.eval_samples,
+                                                 "fid_samples": layout.root / "fid_samples.png",
+                                                 **grids},
+                               _scored_images(cfg, model, datamodule))
         log.info("metrics: %s", metrics)
         failed = False
         return metrics
@@ -172,3 +188,31 @@ def _samples_and_tasks(cfg: DictConfig, model, datamodule, output_dir: Path
         save_png(make_grid(result.images, nrow=result.nrow), output_dir / f"{name}.png")
         metrics.update({f"task/{name}/{key}": value for key, value in result.metrics.items()})
     return metrics
+
+
+def _scored_images(cfg: DictConfig, model, datamodule) -> list[dict]:
+    """For W&B's table: the first cfg.wandb_table images of the evaluated split, each with its
+    bits/dim where the model has log_prob, and as many samples from fixed noise."""
+    n = cfg.get("wandb_table") or 0
+    if not n:
+        return []
+    images, labels = datamodule.splits[cfg.split]
+    images, labels = images[:n], labels[:n]
+    bpd = [None] * len(images)
+    if hasattr(model, "log_prob"):
+        x = datamodule.to_model_input(images.to(model.device), train=False)
+        condition = labels.to(model.device) if model.conditional else None
+        with torch.no_grad():
+            bpd = bits_per_dim(-model.log_prob(x, condition), model.num_dims).tolist()
+    rows = [{"kind": f"{cfg.split} image", "index": i, "label": int(labels[i]),
+             "image": images[i].permute(1, 2, 0).squeeze(-1).numpy(), "bpd": bpd[i]}
+            for i in range(len(images))]
+    generator = torch.Generator(device=model.device).manual_seed(cfg.seed)
+    with torch.no_grad():
+        samples = to_uint8(model.sample(n, labels=model.grid_labels(n), generator=generator))
+    sample_labels = model.grid_labels(n)
+    rows += [{"kind": "sample", "index": i,
+              "label": -1 if sample_labels is None else int(sample_labels[i]),
+              "image": samples[i].cpu().permute(1, 2, 0).squeeze(-1).numpy(), "bpd": None}
+             for i in range(n)]
+    return rows

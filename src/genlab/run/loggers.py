@@ -1,8 +1,10 @@
-"""The loggers of a run (W&B, CSV), closing the W&B run whatever happens, and the library
-messages that only alarm a user (`quiet_library_noise`)."""
+"""The loggers of a run (W&B, CSV, TensorBoard), closing the W&B run whatever happens, and the
+library messages that only alarm a user (`quiet_library_noise`). evaluate.py logs into the W&B
+run of the training run it evaluates (resumed by id, offline too)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import warnings
@@ -14,6 +16,9 @@ from hydra.utils import instantiate
 from lightning.pytorch import loggers as pl_loggers
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from genlab.errors import GenlabError
+from genlab.run.layout import RunLayout
 
 
 class WandbLogger(pl_loggers.WandbLogger):
@@ -52,11 +57,35 @@ def _hydra_choice(group: str) -> str | None:
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """Instantiate cfg.logger, filling the W&B run name, group and tags when left null."""
+def training_wandb_run(ckpt_path: str | Path) -> dict | None:
+    """The W&B run ({id, project, entity, offline}) of the training run that wrote a checkpoint,
+    from its run record, when the checkpoint still lies in that run's checkpoints/."""
+    layout = RunLayout.of_checkpoint(ckpt_path)
+    try:
+        return json.loads(layout.record.read_text()).get("wandb") if layout else None
+    except (OSError, ValueError):
+        return None
+
+
+def build_loggers(cfg: DictConfig, resume_wandb: dict | None = None) -> list[Logger]:
+    """Instantiate cfg.logger, filling the W&B run name, group and tags when left null. With
+    `resume_wandb` (a training run's {id, project, entity}), the W&B logger resumes that run
+    (resume="allow") instead of starting one, and the config goes under `evaluate` in it."""
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if name == "wandb":
+        if name == "wandb" and logger_cfg.get("log_model") and logger_cfg.get("offline"):
+            raise GenlabError("logger.wandb.log_model=true uploads checkpoints as W&B artifacts, "
+                              "which needs an online run, but this run is offline (you are not "
+                              "logged in, or WANDB_MODE=offline). Log in (`wandb login`) and pass "
+                              "logger.wandb.offline=false, or leave log_model=false.")
+        if name == "wandb" and resume_wandb:
+            with open_dict(logger_cfg):
+                for key in ("name", "group", "tags", "job_type"):  # keep the training run's
+                    logger_cfg.pop(key, None)
+                logger_cfg.id, logger_cfg.resume = resume_wandb["id"], "allow"
+                logger_cfg.project = resume_wandb.get("project") or logger_cfg.project
+                logger_cfg.entity = resume_wandb.get("entity") or logger_cfg.entity
+        elif name == "wandb":
             with open_dict(logger_cfg):
                 hydra = HydraConfig.get() if HydraConfig.initialized() else None
                 if logger_cfg.get("name") is None:
@@ -67,9 +96,30 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
                     logger_cfg.tags = [t for t in (_hydra_choice("model"),
                                                    cfg.get("data", {}).get("name")) if t]
         loggers.append(instantiate(logger_cfg))
+    params = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        resumed = resume_wandb and isinstance(logger, pl_loggers.WandbLogger)
+        logger.log_hyperparams({"evaluate": params} if resumed else params)
     return loggers
+
+
+def log_evaluation(logger: pl_loggers.WandbLogger, metrics: dict, images: dict[str, Path],
+                   table: list[dict] | None) -> None:
+    """evaluate.py's results in a W&B run: the numbers as evaluate/<key> in the summary (the
+    runs table then compares runs by them), each grid as an evaluate/<name> image, and the
+    table of evaluation images with their per-image scores."""
+    import wandb
+
+    run = logger.experiment
+    run.summary.update({f"evaluate/{key}": value for key, value in metrics.items()})
+    media = {f"evaluate/{name}": wandb.Image(str(path), caption=name)
+             for name, path in images.items() if path.is_file()}
+    if table:
+        columns = list(table[0])
+        media["evaluate/images"] = wandb.Table(columns=columns, data=[
+            [wandb.Image(row[c]) if c == "image" else row[c] for c in columns] for row in table])
+    if media:
+        run.log(media)
 
 
 def close_wandb(failed: bool) -> None:

@@ -10,8 +10,9 @@ Where the valid values are declared:
   `typing.get_type_hints(include_extras=True)` and followed through `**base` to the base class
   (`GenerativeModule`) and through the datamodule's `**options` to the dataset's options;
 - keys of classes that are not ours (the Lightning Trainer keys the configs expose, the
-  checkpoint callback, optimizers) and keys that are not constructor parameters (top-level
-  `seed`, evaluate.py's `split`, `sample_grid`, `fid.*`, `ood.*`): the tables below;
+  checkpoint callback, the TensorBoard and CSV loggers, optimizers) and keys that are not
+  constructor parameters (top-level `seed`, evaluate.py's `split`, `sample_grid`,
+  `wandb_table`, `fid.*`, `probe.*`, `ood.*`): the tables below;
 - rules between keys: `check_config` of the model class and of the datamodule, and the few
   rules at the end of this module.
 A new config key joins by being an annotated constructor parameter, or by a line in a table;
@@ -51,7 +52,8 @@ Seed = Annotated[int, Range(0, 2**32 - 1)]
 TRAIN_KEYS = {"seed": Seed, "ckpt_path": str | None, "test": bool, "compile": bool,
               "channels_last": bool, "optimized_metric": str | None, "task_name": str}
 EVALUATE_KEYS = {"seed": Seed, "ckpt_path": str, "split": Annotated[str, OneOf(("test", "val"))],
-                 "sample_grid": Annotated[int, Range(0)], "tasks": list[str], "task_name": str}
+                 "sample_grid": Annotated[int, Range(0)], "wandb_table": Annotated[int, Range(0)],
+                 "tasks": list[str], "task_name": str}
 # evaluate.py's sample-quality protocol (conf/evaluate.yaml, fid:).
 FID_KEYS = {
     "enabled": bool,
@@ -115,6 +117,13 @@ MODEL_CHECKPOINT_KEYS = {
     "auto_insert_metric_name": bool, "save_weights_only": bool,
     "save_on_train_epoch_end": bool | None,
 }
+# Lightning's file loggers (conf/logger/tensorboard.yaml, csv.yaml).
+TENSORBOARD_KEYS = {"save_dir": str, "name": str | None,
+                    "version": Annotated[int, Range(0)] | str | None, "log_graph": bool,
+                    "default_hp_metric": bool, "prefix": str, "sub_dir": str | None}
+CSV_LOGGER_KEYS = {"save_dir": str, "name": str | None,
+                   "version": Annotated[int, Range(0)] | str | None, "prefix": str,
+                   "flush_logs_every_n_steps": Count}
 OPTIMIZER_KEYS = {"lr": Annotated[float, Range(0, low_open=True)],
                   "weight_decay": Annotated[float, Range(0)],
                   "betas": Annotated[tuple[float, float], Range(0, 1, high_open=True)],
@@ -126,11 +135,13 @@ def _foreign_tables() -> list[tuple[type, Mapping[str, Any]]]:
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     return [(pl.Trainer, TRAINER_KEYS), (ModelCheckpoint, MODEL_CHECKPOINT_KEYS),
             (LearningRateMonitor, {"logging_interval": Annotated[str, OneOf(("step", "epoch"))]
                                    | None, "log_momentum": bool, "log_weight_decay": bool}),
             (ModelSummary, {"max_depth": Annotated[int, Range(-1)]}),
+            (TensorBoardLogger, TENSORBOARD_KEYS), (CSVLogger, CSV_LOGGER_KEYS),
             (torch.optim.Optimizer, OPTIMIZER_KEYS)]
 
 

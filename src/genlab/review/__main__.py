@@ -1,0 +1,5 @@
+import sys
+
+from genlab.review.cli import main
+
+sys.exit(main())
