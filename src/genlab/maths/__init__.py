@@ -8,4 +8,5 @@ torch and genlab's errors. Each module is tested against closed forms or brute f
     vae            the ELBO and the importance-weighted bound
     diffusion      Gaussian diffusion: schedules, samplers, the variational bound
     gan            GAN objectives on discriminator logits
+    autoregressive raster-then-channel ordering, per-sub-pixel heads, exact ancestral sampling
 """

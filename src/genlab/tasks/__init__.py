@@ -13,9 +13,20 @@ into metrics.json; `task_options.<name>.<key>=...` sets a task's options.
     outpaint     inpaint(x, mask, labels, generator)    psnr, ssim, known_error
     denoise      denoise(y, sigma, labels, generator)   noisy_psnr, noisy_ssim, psnr, ssim
     edit         encode(x, labels) + decode(z, labels)  direction_norm, examples_with/without
+    complete     complete(x, mask, labels, generator)   known_error, rows_given
+                 (known pixels a raster-order prefix: autoregressive models)
+    bits         log_prob_per_pixel(x, labels)          bpd, max_pixel_bits
 """
 
-from genlab.tasks import denoise, edit, inpaint, interpolate, reconstruct  # noqa: F401 (registers)
+from genlab.tasks import (  # noqa: F401 (registers)
+    bits,
+    complete,
+    denoise,
+    edit,
+    inpaint,
+    interpolate,
+    reconstruct,
+)
 from genlab.tasks.base import (
     TASKS,
     Task,
