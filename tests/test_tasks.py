@@ -60,8 +60,8 @@ def test_a_task_the_model_cannot_do_is_explained():
         run_task("inpaint", tiny_gan(), TaskInputs(torch.zeros(2, 1, 16, 16)))
     with pytest.raises(GenlabError, match="not a task"):
         run_task("colourise", tiny_gan(), TaskInputs(torch.zeros(2, 1, 16, 16)))
-    assert set(TASKS) == {"denoise", "edit", "inpaint", "interpolate", "outpaint",
-                          "reconstruct", "traversal"}
+    assert set(TASKS) == {"bits", "complete", "denoise", "edit", "inpaint", "interpolate",
+                          "outpaint", "reconstruct", "traversal"}
 
 
 def test_the_attribute_direction_recovers_a_known_offset():
