@@ -65,7 +65,7 @@ class PixelCNN(GenerativeModule):
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
                  conditional: bool = False, architecture: str = "pixelcnn",
-                 head: str = "softmax", channels: int = 36, layers: int = 8,
+                 head: str = "softmax", channels: int = 36, layers: int = 6,
                  first_kernel_size: int = 7, kernel_size: int = 3, resnets: int = 1,
                  dropout: float = 0.0, num_mixtures: int = 10,
                  ema_decay: float | None = None, ema_warmup: bool = True,
