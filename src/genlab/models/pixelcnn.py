@@ -56,8 +56,8 @@ class PixelCNN(GenerativeModule):
       filters, `resnets` per resolution, `dropout`);
     - head: softmax (256 values per sub-pixel), bernoulli (binary pixels: data.binarize) or
       logistic_mixture (`num_mixtures` components over whole pixels);
-    - sampler: naive (the whole network for every sub-pixel) or cached (pixelcnn and gated:
-      only what the new pixel changes; the same samples);
+    - sampler: naive (the whole network for every sub-pixel) or cached (only what the new
+      pixel changes, Ramachandran et al. 2017; the same samples);
     - conditional: a learned bias per class in every block.
     """
 
@@ -80,7 +80,7 @@ class PixelCNN(GenerativeModule):
         self.architecture, self.sample_batch_size = architecture, sample_batch_size
         self.head = PixelHead(head, c, num_mixtures)
         colours = 1 if self.head.whole_pixel else c
-        self._check_options(architecture, channels, colours, dropout, sampler, height, width)
+        self._check_options(architecture, channels, colours, dropout, height, width)
         classes = num_classes if conditional else 0
         out = self.head.num_outputs
         if architecture == "pixelcnn_pp":
@@ -95,7 +95,7 @@ class PixelCNN(GenerativeModule):
 
     @staticmethod
     def _check_options(architecture: str, channels: int, colours: int, dropout: float,
-                       sampler: str, height: int, width: int) -> None:
+                       height: int, width: int) -> None:
         if colours > 1 and channels % colours:
             raise GenlabError(f"model.channels={channels}: with a per-channel head on {colours}-"
                               f"channel images the features are split into {colours} colour "
@@ -104,9 +104,6 @@ class PixelCNN(GenerativeModule):
         if dropout and architecture != "pixelcnn_pp":
             raise GenlabError(f"model.dropout={dropout}: only model.architecture=pixelcnn_pp has "
                               "dropout; set model.dropout=0.")
-        if sampler == "cached" and architecture == "pixelcnn_pp":
-            raise GenlabError("model.sampler=cached is implemented for model.architecture="
-                              "pixelcnn and gated; use model.sampler=naive for pixelcnn_pp.")
         if architecture == "pixelcnn_pp" and (height % 4 or width % 4):
             raise GenlabError(f"PixelCNN++ halves the image twice, so its sides must be "
                               f"multiples of 4; these images are {height}x{width}. Use "
@@ -193,9 +190,6 @@ class PixelCNN(GenerativeModule):
                   sampler: str | None) -> torch.Tensor:
         """Sub-pixels from `start` on (all when None) drawn in chunks of sample_batch_size."""
         sampler = check_choice("sampler", sampler or self.sampler, SAMPLERS)
-        if sampler == "cached" and not hasattr(self.network, "cache"):
-            raise GenlabError(f"sampler=cached is not implemented for {self.architecture}; "
-                              "use sampler=naive.")
         labels = self.condition(labels)
         chunks = []
         with _one_cpu_thread(sampler == "cached" and x.device.type == "cpu"):

@@ -18,9 +18,10 @@ whole-pixel heads (the logistic mixture) use colours = 1: their outputs at (i, j
 pixel (i, j). PixelCNN++ never masks colours; with a per-channel head on colour images, a
 masked 1 x 1 convolution of the image (mask A) adds the pixel's earlier channels to the output.
 
-`PixelCNNNet.cache` and `GatedPixelCNNNet.cache` give the fast sampler of Ramachandran et al.
-2017: they keep every layer's input and compute, for each new pixel, only the network values at
-that pixel (and the vertical stack once per row), instead of the whole image.
+Each network's `cache(x, labels)` is the fast sampler of Ramachandran et al. 2017: it keeps
+what earlier pixels computed and, for each new pixel, computes only what that pixel changes:
+PixelCNN every layer at the new pixel; Gated PixelCNN the horizontal stack at the new pixel and
+the vertical stack once per row; PixelCNN++ one row of each map per resolution.
 """
 
 from __future__ import annotations
@@ -93,57 +94,77 @@ class MaskedConv2d(nn.Conv2d):
         return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
 
 
-class DownShiftedConv2d(nn.Conv2d):
+class _RowConv:
+    """`rows(window, first, a, b)`: output rows a..b of a convolution that sees only rows at and
+    above its output row, from `window`, the rows first, first + 1, ... of its input (it must
+    hold the rows the output needs; rows above 0 are zeros). forward() is all rows."""
+
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    pad_columns: tuple[int, int]
+
+    def rows(self, window: torch.Tensor, first: int, a: int, b: int) -> torch.Tensor:
+        kh, s = self.kernel_size[0], self.stride[0]
+        lo, hi = a * s - (kh - 1), b * s
+        part = window[:, :, max(lo, 0) - first:hi + 1 - first]
+        part = F.pad(part, (*self.pad_columns, max(-lo, 0), 0))
+        return F.conv2d(part, self.weight, self.bias, self.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows(x, 0, 0, (x.shape[2] - 1) // self.stride[0])
+
+
+class DownShiftedConv2d(_RowConv, nn.Conv2d):
     """Sees rows i - kh + 1 .. i and columns j - (kw - 1)/2 .. j + (kw - 1)/2 (Salimans et al.
     2017's down_shifted_conv2d; the Gated PixelCNN's vertical stack with kh = k // 2 + 1)."""
 
     def __init__(self, in_channels: int, out_channels: int,
                  kernel_size: tuple[int, int] = (2, 3), stride: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride)
-        kh, kw = kernel_size
-        self.pad = ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.pad))
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride)
+        self.pad_columns = ((kernel_size[1] - 1) // 2, (kernel_size[1] - 1) // 2)
 
 
-class DownRightShiftedConv2d(nn.Conv2d):
+class DownRightShiftedConv2d(_RowConv, nn.Conv2d):
     """Sees rows i - kh + 1 .. i and columns j - kw + 1 .. j (down_right_shifted_conv2d)."""
 
     def __init__(self, in_channels: int, out_channels: int,
                  kernel_size: tuple[int, int] = (2, 2), stride: int = 1):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride)
-        kh, kw = kernel_size
-        self.pad = (kw - 1, 0, kh - 1, 0)
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride)
+        self.pad_columns = (kernel_size[1] - 1, 0)
+
+
+class _RowConvTranspose:
+    """`rows(x, a, b)`: output rows a..b of a stride-2 up-sampling with a kernel of height 2,
+    output row r coming from input row r // 2 only; `left` output columns are cut."""
+
+    kernel_size: tuple[int, int]
+    left: int
+
+    def rows(self, x: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        q0 = a // 2
+        y = F.conv_transpose2d(x[:, :, q0:b // 2 + 1], self.weight, self.bias, stride=2)
+        return y[:, :, a - 2 * q0:b - 2 * q0 + 1, self.left:self.left + 2 * x.shape[3]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.pad))
+        return self.rows(x, 0, 2 * x.shape[2] - 1)
 
 
-class DownShiftedConvTranspose2d(nn.ConvTranspose2d):
+class DownShiftedConvTranspose2d(_RowConvTranspose, nn.ConvTranspose2d):
     """Stride-2 up-sampling that keeps the down-shifted receptive field (down_shifted_deconv2d)."""
 
     def __init__(self, in_channels: int, out_channels: int,
                  kernel_size: tuple[int, int] = (2, 3)):
-        super().__init__(in_channels, out_channels, kernel_size, stride=2, output_padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        kh, kw = self.kernel_size
-        return y[:, :, :y.shape[2] - kh + 1, (kw - 1) // 2:y.shape[3] - (kw - 1) // 2]
+        nn.ConvTranspose2d.__init__(self, in_channels, out_channels, kernel_size, stride=2)
+        self.left = (kernel_size[1] - 1) // 2
 
 
-class DownRightShiftedConvTranspose2d(nn.ConvTranspose2d):
+class DownRightShiftedConvTranspose2d(_RowConvTranspose, nn.ConvTranspose2d):
     """Stride-2 up-sampling that keeps the down-right-shifted receptive field."""
 
     def __init__(self, in_channels: int, out_channels: int,
                  kernel_size: tuple[int, int] = (2, 2)):
-        super().__init__(in_channels, out_channels, kernel_size, stride=2, output_padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        kh, kw = self.kernel_size
-        return y[:, :, :y.shape[2] - kh + 1, :y.shape[3] - kw + 1]
+        nn.ConvTranspose2d.__init__(self, in_channels, out_channels, kernel_size, stride=2)
+        self.left = 0
 
 
 # -- PixelCNN ------------------------------------------------------------------------------------
@@ -256,7 +277,8 @@ class GatedPixelCNNNet(nn.Module):
 class GatedResNet(nn.Module):
     """x + a * sigmoid(b), [a, b] = conv(dropout(concat_elu(conv(concat_elu(x)) +
     nin(concat_elu(skip))))) + class bias (Salimans et al. 2017, gated_resnet); `skips`
-    short-cut inputs of `filters` channels each (0, 1 or 2)."""
+    short-cut inputs of `filters` channels each (0, 1 or 2). `rows` computes output rows a..b
+    from whole input maps (both convolutions see one row up)."""
 
     def __init__(self, filters: int, conv: type[nn.Module], skips: int, dropout: float,
                  num_classes: int):
@@ -267,14 +289,21 @@ class GatedResNet(nn.Module):
         self.conv_out = conv(2 * filters, 2 * filters)
         self.label_bias = nn.Embedding(num_classes, 2 * filters) if num_classes else None
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.conv_in(concat_elu(x))
-        if skip is not None:
+    def rows(self, x: torch.Tensor, skips: list[torch.Tensor], labels: torch.Tensor | None,
+             a: int, b: int) -> torch.Tensor:
+        c_first = max(a - 1, 0)  # conv_out needs the row above
+        x_first = max(c_first - 1, 0)
+        c = self.conv_in.rows(concat_elu(x[:, :, x_first:b + 1]), x_first, c_first, b)
+        if skips:
+            skip = torch.cat([t[:, :, c_first:b + 1] for t in skips], dim=1)
             c = c + self.skip(concat_elu(skip))
-        c = self.conv_out(self.dropout(concat_elu(c))) + _label_bias(self.label_bias, labels)
-        a, b = c.chunk(2, dim=1)
-        return x + a * torch.sigmoid(b)
+        c = self.conv_out.rows(self.dropout(concat_elu(c)), c_first, a, b)
+        a_half, b_half = (c + _label_bias(self.label_bias, labels)).chunk(2, dim=1)
+        return x[:, :, a:b + 1] + a_half * torch.sigmoid(b_half)
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor] = (),
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.rows(x, list(skips), labels, 0, x.shape[2] - 1)
 
 
 class PixelCNNPlusPlusNet(nn.Module):
@@ -283,7 +312,12 @@ class PixelCNNPlusPlusNet(nn.Module):
     and a stream ul of the rows above and the pixels to the left; three resolutions (S, S/2,
     S/4) of `resnets` gated residual blocks each on the way down, whose every output is a
     short-cut input of the mirror block on the way up (resnets + 1 blocks at S/2 and S), and
-    nin(elu(ul)) to out_channels. Needs a side divisible by 4."""
+    nin(elu(ul)) to out_channels. Needs a side divisible by 4.
+
+    The one forward pass (`_run`) computes every row, or, for the cached sampler, only row
+    r // s of each stored map at scale s (1, 2, 4) when pixel (r, j) is next: a map's row rho
+    at scale s depends on input rows <= s rho only, and on row s rho only left of the pixel it
+    predicts, so every row above is final and no row below is needed."""
 
     def __init__(self, in_channels: int, out_channels: int, filters: int = 160, resnets: int = 5,
                  dropout: float = 0.5, colours: int = 1, num_classes: int = 0):
@@ -316,25 +350,71 @@ class PixelCNNPlusPlusNet(nn.Module):
                             if colours > 1 else None)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self._run(x, labels)
+
+    def cache(self, x: torch.Tensor, labels: torch.Tensor | None = None
+              ) -> PixelCNNPlusPlusCache:
+        return PixelCNNPlusPlusCache(self, x, labels)
+
+    def _run(self, x: torch.Tensor, labels: torch.Tensor | None,
+             maps: list[torch.Tensor] | None = None, row: int | None = None) -> torch.Tensor:
+        """The output rows: all of them, keeping every map in `maps` when it is given (an empty
+        list); or, with `row` r and the maps of an earlier pass, only row r (each map's row
+        r // s recomputed in place)."""
+        stored = iter(maps or ())
+
+        def span(scale: int) -> tuple[int, int]:
+            return (0, x.shape[2] // scale - 1) if row is None else (row // scale,) * 2
+
+        def keep(value: torch.Tensor, scale: int) -> torch.Tensor:
+            if row is None:
+                if maps is not None:
+                    maps.append(value)
+                return value
+            whole = next(stored)
+            whole[:, :, row // scale] = value[:, :, 0]
+            return whole
+
+        def shifted_down(conv: _RowConv, a: int, b: int) -> torch.Tensor:
+            """Rows a..b of down_shift(conv(x_in)): rows a - 1 .. b - 1 of conv(x_in), below
+            a row of zeros at the top."""
+            if b == 0:
+                return x_in.new_zeros(len(x), conv.out_channels, 1, x.shape[3])
+            part = conv.rows(x_in, 0, max(a - 1, 0), b - 1)
+            return F.pad(part, (0, 0, 1, 0)) if a == 0 else part
+
         x_in = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-        us = [down_shift(self.u_init(x_in))]
-        uls = [down_shift(self.ul_init_above(x_in)) + right_shift(self.ul_init_left(x_in))]
+        a, b = span(1)
+        u = keep(shifted_down(self.u_init, a, b), 1)
+        ul = keep(shifted_down(self.ul_init_above, a, b)
+                  + right_shift(self.ul_init_left.rows(x_in, 0, a, b)), 1)
+        us, uls, scale = [u], [ul], 1
         for level in range(3):
+            a, b = span(scale)
             for u_block, ul_block in zip(self.down_u[level], self.down_ul[level]):
-                us.append(u_block(us[-1], labels=labels))
-                uls.append(ul_block(uls[-1], us[-1], labels))
+                us.append(keep(u_block.rows(us[-1], [], labels, a, b), scale))
+                uls.append(keep(ul_block.rows(uls[-1], [us[-1]], labels, a, b), scale))
             if level < 2:
-                us.append(self.downsize_u[level](us[-1]))
-                uls.append(self.downsize_ul[level](uls[-1]))
+                scale *= 2
+                a, b = span(scale)
+                us.append(keep(self.downsize_u[level].rows(us[-1], 0, a, b), scale))
+                uls.append(keep(self.downsize_ul[level].rows(uls[-1], 0, a, b), scale))
         u, ul = us.pop(), uls.pop()
         for level in range(3):
+            a, b = span(scale)
             for u_block, ul_block in zip(self.up_u[level], self.up_ul[level]):
-                u = u_block(u, us.pop(), labels)
-                ul = ul_block(ul, torch.cat([u, uls.pop()], dim=1), labels)
+                u = keep(u_block.rows(u, [us.pop()], labels, a, b), scale)
+                ul = keep(ul_block.rows(ul, [u, uls.pop()], labels, a, b), scale)
             if level < 2:
-                u, ul = self.upsize_u[level](u), self.upsize_ul[level](ul)
-        out = self.output(F.elu(ul))
-        return out if self.colour_head is None else out + self.colour_head(x)
+                scale //= 2
+                a, b = span(scale)
+                u = keep(self.upsize_u[level].rows(u, a, b), scale)
+                ul = keep(self.upsize_ul[level].rows(ul, a, b), scale)
+        a, b = span(1)
+        out = self.output(F.elu(ul[:, :, a:b + 1]))
+        if self.colour_head is not None:
+            out = out + self.colour_head(x[:, :, a:b + 1])
+        return out
 
 
 # -- the cached fast sampler (Ramachandran et al. 2017) -------------------------------------------
@@ -493,3 +573,18 @@ class GatedPixelCNNCache(_PixelCache):
             out = _apply(state.h_out, gate(pre))
             h = h + out if state.layer.residual else out
         return _apply(self.output, F.relu(_apply(self.hidden, F.relu(h)))) if output else None
+
+
+class PixelCNNPlusPlusCache:
+    """PixelCNNPlusPlusNet one pixel at a time: one full pass keeps every map; then each pixel
+    (i, j) recomputes only row i // s of each map at scale s, from the maps' kept rows above
+    (`PixelCNNPlusPlusNet._run`), about 1/S of the work of a whole pass."""
+
+    def __init__(self, net: PixelCNNPlusPlusNet, x: torch.Tensor, labels: torch.Tensor | None):
+        self.net, self.labels, self.maps = net, labels, []
+        with torch.no_grad():
+            net._run(x, labels, self.maps)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        return self.net._run(x, self.labels, self.maps, row=i)[:, :, 0, j]
