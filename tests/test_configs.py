@@ -121,7 +121,7 @@ def test_image_folder_classes_reach_a_conditional_model(compose, fake_root, tmp_
     cfg = compose(["model=vae", "model.conditional=true", "data=image_folder", *SMALL_RUN,
                    *fake_data_overrides("image_folder", fake_root)])
     train(cfg)
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["genlab_config"]["data"]["num_classes"] == 2
 
 

@@ -8,6 +8,7 @@ import urllib.request
 import zipfile
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from conftest import real_data_dir
@@ -325,3 +326,100 @@ def test_tensor_batches_shard_ranks_and_reshuffle_per_epoch():
 def test_wrong_num_classes_in_config_is_reported(fake_root, tmp_path):
     with pytest.raises(GenlabError, match="has 10 classes"):
         make_datamodule(fake_root, tmp_path, num_classes=5)
+
+
+def test_hold_outs_of_null_size_suit_folders_of_any_size(tmp_path):
+    from genlab.data.datamodule import auto_hold_out
+
+    assert [auto_hold_out(n) for n in (5, 60, 1797, 50_000)] == [1, 6, 179, 1000]
+    np.savez(tmp_path / "sixty.npz", images=pattern(60, 3, 32).transpose(0, 2, 3, 1))
+    dm = ImageDataModule("image_folder", str(tmp_path), str(tmp_path / "cache"), batch_size=16,
+                         val_size=None, test_size=None, path=str(tmp_path / "sixty.npz"))
+    dm.setup()
+    assert {k: len(v[0]) for k, v in dm.splits.items()} == {"train": 48, "val": 6, "test": 6}
+
+
+def test_hold_outs_too_large_for_the_images_name_both_keys(tmp_path):
+    dm = ImageDataModule("digits", str(tmp_path), str(tmp_path), val_size=1000, test_size=1000)
+    with pytest.raises(GenlabError, match=r"data=digits has 1797 training images: too few for "
+                                          r"hold-outs of data.val_size=1000 and "
+                                          r"data.test_size=1000 .* Set smaller data.val_size and "
+                                          r"data.test_size, e.g. data.val_size=179 "
+                                          r"data.test_size=179"):
+        dm.setup()
+
+
+def test_a_batch_larger_than_the_training_images_is_an_error_not_an_empty_epoch(tmp_path):
+    dm = ImageDataModule("digits", str(tmp_path), str(tmp_path), val_size=100, test_size=100,
+                         batch_size=2000)
+    with pytest.raises(GenlabError, match=r"data.batch_size=2000 is more than the 1597 training "
+                                          r"images of data=digits .* Set data.batch_size=1597"):
+        dm.setup()
+    dm = ImageDataModule("digits", str(tmp_path), str(tmp_path), val_size=100, test_size=100,
+                         batch_size=1000)
+    dm.setup()
+
+    class TwoRanks:  # under DDP each process needs a batch of its own
+        world_size, global_rank, current_epoch = 2, 0, 0
+
+    dm.trainer = TwoRanks()
+    with pytest.raises(GenlabError, match=r"\(798 for each of 2 processes\)"):
+        dm.train_dataloader()
+
+
+def test_a_corrupt_canonical_file_is_one_paragraph_also_unverified(fake_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(fake_root / "MNIST", root / "MNIST")
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    data[-6] ^= 0xFF  # the CRC
+    path.write_bytes(bytes(data))
+    with pytest.raises(GenlabError, match=r"Cannot decode mnist from .* With data.verify=false "
+                                          "their checksums were not checked"):
+        load_dataset("mnist", root, tmp_path / "cache", download=False, verify=False)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_a_crafted_cifar10_batch_cannot_run_code(tmp_path):
+    """data.verify=false skips the checksum of cifar-10-python.tar.gz; its pickles are still
+    read by an unpickler that allows only what a CIFAR-10 batch holds."""
+    import pickle
+
+    target = tmp_path / "written-by-the-batch"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(target), "w")
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({b"data": Payload()}, protocol=2))
+    with pytest.raises(GenlabError, match="Cannot decode cifar10 .* is not part of a CIFAR-10 "
+                                          "batch"):
+        load_dataset("cifar10", tmp_path / "data", tmp_path / "cache", download=False,
+                     verify=False)
+    assert not target.exists()
+
+
+def test_a_missing_image_folder_is_reported_before_decoding_is_announced(tmp_path, caplog):
+    with pytest.raises(GenlabError, match="does not exist"):
+        load_dataset("image_folder", tmp_path, tmp_path / "cache",
+                     path=str(tmp_path / "nowhere"))
+    assert "Decoding" not in caplog.text
+
+
+def test_an_unwritable_cache_is_reported_before_decoding(tmp_path, monkeypatch):
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path).startswith(
+        str(tmp_path / "ro")) else real_access(path, mode))
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(GenlabError, match=r"data.cache_dir=.*ro/cache cannot be created: .*ro is "
+                                          "not writable"):
+        load_dataset("digits", tmp_path, tmp_path / "ro" / "cache")

@@ -360,6 +360,32 @@ def test_bf16_training_testing_and_evaluation_with_tasks(compose, fake_root, tmp
         assert (out / f"{name}.png").is_file()
 
 
+def test_the_test_bound_is_named_by_its_terms_and_reports_progress(caplog):
+    """The end-of-training test estimates the bound from test_bound_terms terms
+    (test/nll_nats_terms<N>); all T terms (evaluate.py) give test/nll_nats. Long loops log their
+    progress with the time left."""
+    import logging
+
+    def test_epoch(model) -> dict[str, float]:
+        logged = {}
+        model.log = lambda name, value, **k: logged.__setitem__(name, float(value))
+        with torch.no_grad():
+            model.on_test_epoch_start()
+            model._bound_progress.interval = 0.0
+            model.test_step((torch.rand(3, 1, 16, 16) * 2 - 1, torch.full((3,), -1)), 0)
+            model.on_test_epoch_end()
+        return logged
+
+    model = tiny_ddpm(timesteps=20, test_bound_terms=5, bound_images=2, bound_batch_size=4)
+    with caplog.at_level(logging.INFO, logger="genlab"):
+        logged = test_epoch(model)
+    assert {"test/loss", "test/nll_nats_terms5", "test/bpd"} <= set(logged)
+    assert "unbiased estimate from 5 of the T=20 terms" in caplog.text
+    assert "test/nll_nats_terms5: 4 of 10 terms (40%)" in caplog.text and "left" in caplog.text
+    model.test_bound_terms = None
+    assert "test/nll_nats" in test_epoch(model)
+
+
 def test_nan_loss_stops_training(compose, fake_root, monkeypatch):
     from genlab.run import train
 

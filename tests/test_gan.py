@@ -143,7 +143,7 @@ def test_a_resumed_run_continues_exactly(architecture, tmp_path):
     trainer(max_epochs=2).fit(resumed, images(), ckpt_path=tmp_path / "k.ckpt")  # m = 2 more
     trainer(max_epochs=2).fit(uninterrupted, images())
 
-    before = torch.load(tmp_path / "k.ckpt", weights_only=False)["state_dict"]
+    before = torch.load(tmp_path / "k.ckpt", weights_only=True)["state_dict"]
     after, expected = resumed.state_dict(), uninterrupted.state_dict()
     assert after.keys() == expected.keys()
     assert any("ema.averaged" in key for key in after)

@@ -430,6 +430,20 @@ def test_cli_errors_are_one_paragraph(tmp_path):
     assert "holds no readable images" in empty.stderr
 
 
+def test_cli_refuses_sets_of_different_sizes_as_it_refuses_mixed_sizes_in_one_set(tmp_path):
+    from genlab.metrics.cli import check_same_size
+
+    small = open_images(write_pngs(tmp_path / "small", [(32, 32)] * 3))
+    large = open_images(write_pngs(tmp_path / "large", [(48, 48)] * 3))
+    check_same_size(small, open_images(write_pngs(tmp_path / "same", [(32, 32)] * 2)))
+    with pytest.raises(GenlabError, match=r"holds 32x32 images and .*large 48x48 ones"):
+        check_same_size(small, large)
+    result = run_cli(str(tmp_path / "small"), str(tmp_path / "large"), "--weights",
+                     real_weights())
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "48x48" in result.stderr and "resize one set" in result.stderr
+
+
 # ------------------------------------------------------------- training callback ---------
 
 class NoiseGenerator(GenerativeModule):

@@ -120,26 +120,53 @@ def test_training_step_loss_is_the_beta_weighted_negative_elbo():
     assert loss.item() == pytest.approx((rec + 4.0 * kl).mean().item(), rel=1e-5)
 
 
-def test_test_step_logs_the_importance_weighted_bound_of_its_posterior():
-    """test/nll_nats is exactly -L_K of the model's own encoder and decoder (two-sided: the
-    maths of L_K is checked against log p(x) above), and it is below -ELBO."""
-    torch.manual_seed(0)
-    model = small_vae(test_importance_samples=64).eval()
-    x = torch.rand(4, 1, 32, 32) * 2 - 1
+def run_test_epoch(model, batches) -> dict[str, float]:
     logged = {}
     model.log = lambda name, value, **k: logged.__setitem__(name, float(value))
     model.log_dict = lambda values, **k: logged.update({n: float(v) for n, v in values.items()})
     with torch.no_grad():
-        torch.manual_seed(1)
-        model.test_step((x, torch.full((4,), -1)), 0)
+        model.on_test_epoch_start()
+        for i, x in enumerate(batches):
+            model.test_step((x, torch.full((len(x),), -1)), i)
+        model.on_test_epoch_end()
+    return logged
+
+
+def test_test_step_logs_the_importance_weighted_bound_of_its_posterior_named_by_its_k():
+    """test/nll_nats_k64 is exactly -L_K of the model's own encoder and decoder (two-sided: the
+    maths of L_K is checked against log p(x) above), and it is below -ELBO."""
+    torch.manual_seed(0)
+    model = small_vae(test_importance_samples=64, bound_images=None).eval()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    torch.manual_seed(1)
+    logged = run_test_epoch(model, [x])
+    with torch.no_grad():
         torch.manual_seed(1)
         mu, logvar = model.posterior_params(x)
         elbo(mu, logvar, model._log_likelihood_fn(x, None))  # the same draws as test_step
         bound = importance_weighted_bound(mu, logvar, model._log_likelihood_fn(x, None), 64,
-                                          chunk=64)
-    assert logged["test/nll_nats"] == pytest.approx(-bound.mean().item(), rel=1e-6)
-    assert logged["test/nll_nats"] <= -logged["test/elbo"]
-    assert logged["test/bpd"] == pytest.approx(logged["test/nll_nats"] / (1024 * math.log(2)))
+                                          chunk=max(1, model.importance_batch // 4))
+    assert logged["test/nll_nats_k64"] == pytest.approx(-bound.mean().item(), rel=1e-6)
+    assert logged["test/nll_nats_k64"] <= -logged["test/elbo"]
+    assert logged["test/bpd"] == pytest.approx(logged["test/nll_nats_k64"] / (1024 * math.log(2)))
+    assert "test/nll_nats" not in logged
+
+
+def test_the_test_bound_covers_the_first_bound_images_only(monkeypatch):
+    """bound_images=3 over batches of 2: the bound of images 0, 1 and 2, whatever follows."""
+    import genlab.models.vae as vae_module
+
+    model = small_vae(test_importance_samples=4, bound_images=3).eval()
+    seen = []
+    real = vae_module.importance_weighted_bound
+
+    def counting(mu, *args, **kwargs):
+        seen.append(len(mu))
+        return real(mu, *args, **kwargs)
+
+    monkeypatch.setattr(vae_module, "importance_weighted_bound", counting)
+    logged = run_test_epoch(model, [torch.rand(2, 1, 32, 32) * 2 - 1 for _ in range(3)])
+    assert seen == [2, 1] and "test/nll_nats_k4" in logged
 
 
 def test_posterior_kl_and_bounds_stay_float32_under_bf16_autocast():

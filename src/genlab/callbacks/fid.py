@@ -19,10 +19,12 @@ same samples.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import lightning as L
 import torch
 
+from genlab.checks import OneOf, Range
 from genlab.metrics.fid import FeatureStats
 from genlab.metrics.inception import FeatureExtractor, resolve_weights
 from genlab.metrics.protocol import model_samples, reference_statistics
@@ -48,11 +50,15 @@ class FIDCallback(L.Callback):
         seed: the sampling seed (rank r uses seed + r); the same noise every time.
     """
 
-    def __init__(self, every_n_epochs: int = 5, num_samples: int = 5000,
-                 reference_split: str = "train", reference_num: int | None = None,
-                 batch_size: int = 250, weights: str | None = None, bf16: bool = False,
-                 inception_batch_size: int | None = None, kid_subsets: int = 100,
-                 kid_subset_size: int = 1000, cache_dir: str | None = None, seed: int = 0):
+    def __init__(self, every_n_epochs: Annotated[int, Range(1)] = 5,
+                 num_samples: Annotated[int, Range(2)] = 5000,
+                 reference_split: Annotated[str, OneOf(("train", "test"))] = "train",
+                 reference_num: Annotated[int, Range(1)] | None = None,
+                 batch_size: Annotated[int, Range(1)] = 250, weights: str | None = None,
+                 bf16: bool = False, inception_batch_size: Annotated[int, Range(1)] | None = None,
+                 kid_subsets: Annotated[int, Range(1)] = 100,
+                 kid_subset_size: Annotated[int, Range(2)] = 1000, cache_dir: str | None = None,
+                 seed: Annotated[int, Range(0)] = 0):
         self.every_n_epochs, self.num_samples = every_n_epochs, num_samples
         self.reference_split, self.reference_num = reference_split, reference_num
         self.batch_size, self.weights, self.bf16 = batch_size, weights, bf16

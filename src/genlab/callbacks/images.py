@@ -4,6 +4,7 @@ images in W&B."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import lightning as L
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from genlab.checks import Range
 from genlab.files.grid import make_grid, save_png
 
 
@@ -26,7 +28,8 @@ def log_image(trainer: L.Trainer, key: str, array: np.ndarray, caption: str) -> 
 class _GridCallback(L.Callback):
     key = "grid"
 
-    def __init__(self, dirpath: str, n: int = 64, every_n_epochs: int = 1):
+    def __init__(self, dirpath: str, n: Annotated[int, Range(1)] = 64,
+                 every_n_epochs: Annotated[int, Range(1)] = 1):
         self.dirpath, self.n, self.every_n_epochs = Path(dirpath), n, every_n_epochs
 
     def make(self, trainer: L.Trainer, model) -> torch.Tensor | None:
@@ -54,7 +57,8 @@ class SampleGrid(_GridCallback):
 
     key = "samples"
 
-    def __init__(self, dirpath: str, n: int = 64, every_n_epochs: int = 1, seed: int = 0):
+    def __init__(self, dirpath: str, n: Annotated[int, Range(1)] = 64,
+                 every_n_epochs: Annotated[int, Range(1)] = 1, seed: Annotated[int, Range(0)] = 0):
         super().__init__(dirpath, n, every_n_epochs)
         self.seed = seed
 
@@ -68,6 +72,10 @@ class ReconstructionGrid(_GridCallback):
     reconstruction. Saved as `reconstructions.png`."""
 
     key = "reconstructions"
+
+    def __init__(self, dirpath: str, n: Annotated[int, Range(2)] = 64,
+                 every_n_epochs: Annotated[int, Range(1)] = 1):
+        super().__init__(dirpath, n, every_n_epochs)
 
     def make(self, trainer, model):
         if not hasattr(model, "reconstruct") or trainer.datamodule is None:

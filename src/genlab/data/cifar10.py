@@ -23,6 +23,25 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
            "truck"]
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """The CIFAR-10 batches are pickled dicts of bytes, lists and numpy arrays. Any other global
+    is refused, so that a crafted file in their place (data.verify=false skips the checksum)
+    cannot run code when it is read."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+               ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def _unpickle(f) -> dict:
+    return _BatchUnpickler(f, encoding="bytes").load()
+
+
 def _to_tensors(batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
     labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
@@ -34,7 +53,7 @@ def read_cifar10(root: Path, download: bool = True, verify: bool = True) -> Data
     if extracted.is_dir():
         def load(name: str) -> dict:
             with open(extracted / name, "rb") as f:
-                return pickle.load(f, encoding="bytes")
+                return _unpickle(f)
         batches = {name: load(name) for name in TRAIN_BATCHES + TEST_BATCHES}
     else:
         (archive,) = ensure_files("CIFAR-10", root, [ARCHIVE], download, verify)
@@ -43,7 +62,7 @@ def read_cifar10(root: Path, download: bool = True, verify: bool = True) -> Data
             for member in tar:
                 name = Path(member.name).name
                 if name in TRAIN_BATCHES + TEST_BATCHES:
-                    batches[name] = pickle.load(tar.extractfile(member), encoding="bytes")
+                    batches[name] = _unpickle(tar.extractfile(member))
     return DatasetArrays(
         {"train": _to_tensors([batches[n] for n in TRAIN_BATCHES]),
          "test": _to_tensors([batches[n] for n in TEST_BATCHES])},

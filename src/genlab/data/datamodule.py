@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any
 
 import lightning as L
 import torch
 
+from genlab.checks import OneOf, Range
 from genlab.data.arrays import UNLABELLED
-from genlab.data.datasets import load_dataset
+from genlab.data.datasets import DATASETS, dataset_spec, load_dataset
 from genlab.data.transforms import binarize, random_flip, to_model_range
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.random import seeded_generator
 
 BINARIZE_MODES = ("dynamic", "static", False)
 REFERENCE_SPLITS = ("train", "test")
+AUTO_HOLD_OUT_SHARE, AUTO_HOLD_OUT_MAX = 0.1, 1000  # val_size / test_size null
+
+
+def auto_hold_out(n: int) -> int:
+    """The hold-out size that `data.val_size` / `data.test_size` null stand for: 10% of the n
+    images of the training split, at least 1 and at most 1000."""
+    return max(1, min(AUTO_HOLD_OUT_MAX, int(n * AUTO_HOLD_OUT_SHARE)))
 
 
 class TensorBatches:
@@ -63,7 +73,8 @@ class ImageDataModule(L.LightningDataModule):
     """Train / val / test splits of one dataset; the model sees floats in [-1, 1].
 
     Validation is a seeded hold-out of `val_size` training images; test is the official test
-    split (a seeded hold-out of `test_size` images for datasets without one). Flips (training
+    split (a seeded hold-out of `test_size` images for datasets without one); a size of None
+    holds out 10% of the images (at most 1000), which suits folders of any size. Flips (training
     only), binarization and the scaling to [-1, 1] happen on the device, after the uint8 batch
     has been transferred.
 
@@ -73,12 +84,22 @@ class ImageDataModule(L.LightningDataModule):
     bool tensor (N, len(attribute_names)) aligned with `splits[split]`.
     """
 
-    def __init__(self, name: str, root: str, cache_dir: str, channels: int | None = None,
-                 image_size: int = 32, num_classes: int | None = None, batch_size: int = 128,
-                 eval_batch_size: int | None = None, val_size: int = 5000,
-                 test_size: int | None = None, flip: bool = False,
-                 binarize: str | bool = False, dequantize: bool = False, download: bool = True,
-                 verify: bool = True, seed: int = 0, **options):
+    # Keys evaluate.py may override on a trained run's data (+data.<key>=...): where the same
+    # files are now and how they are read; the others define the data the model was trained on.
+    evaluation_keys = frozenset({"eval_batch_size", "root", "cache_dir", "download", "verify",
+                                 "path"})
+
+    def __init__(self, name: Annotated[str, OneOf(DATASETS)], root: str, cache_dir: str,
+                 channels: Annotated[int, OneOf((1, 3))] | None = None,
+                 image_size: Annotated[int, Range(8)] = 32,
+                 num_classes: Annotated[int, Range(0)] | None = None,
+                 batch_size: Annotated[int, Range(1)] = 128,
+                 eval_batch_size: Annotated[int, Range(1)] | None = None,
+                 val_size: Annotated[int, Range(1)] | None = 5000,
+                 test_size: Annotated[int, Range(1)] | None = None, flip: bool = False,
+                 binarize: Annotated[str | bool, OneOf(BINARIZE_MODES)] = False,
+                 dequantize: bool = False, download: bool = True, verify: bool = True,
+                 seed: Annotated[int, Range(0)] = 0, **options):
         super().__init__()
         check_choice("data.binarize", binarize, BINARIZE_MODES)
         self.name, self.root, self.cache_dir = name, root, cache_dir
@@ -92,6 +113,25 @@ class ImageDataModule(L.LightningDataModule):
         self.classes: list[str] = []
         self.attribute_names: list[str] = []
         self.attributes: dict[str, torch.Tensor] = {}  # split -> (N, attributes) bool
+
+    @classmethod
+    def config_options(cls, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The further keys (`**options`) that data=<name> accepts, with their valid values."""
+        spec = DATASETS.get(data.get("name"))
+        return spec.options if spec is not None else {}
+
+    @classmethod
+    def check_config(cls, data: Mapping[str, Any]) -> None:
+        """Start-up checks of the data config beyond each key's range: the dataset's own
+        (data.path exists), before anything is decoded."""
+        spec = dataset_spec(data["name"])
+        if spec.check is not None:
+            options = {k: data[k] for k in spec.options if k in data}
+            spec.check(Path(str(data.get("root", "."))), options)
+
+    def describe(self) -> str:
+        path = self.options.get("path")
+        return f"data={self.name} (data.path={path})" if path else f"data={self.name}"
 
     def _load(self):
         return load_dataset(self.name, self.root, self.cache_dir, image_size=self.image_size,
@@ -107,13 +147,23 @@ class ImageDataModule(L.LightningDataModule):
         has a test split), the validation hold-out and the training images; and the seeded
         generator that drew them (it binarizes the evaluation splits next)."""
         generator = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(len(arrays.splits["train"][0]), generator=generator)
-        test_size = 0 if "test" in arrays.splits else (self.test_size or 0)
+        n = len(arrays.splits["train"][0])
+        order = torch.randperm(n, generator=generator)
+        has_test = "test" in arrays.splits
+        test_size = 0 if has_test else (self.test_size or auto_hold_out(n))
+        val_size = self.val_size or auto_hold_out(n)
+        if test_size + val_size >= n:
+            sizes = f"data.val_size={val_size}"
+            if not has_test:
+                sizes += f" and data.test_size={test_size}"
+            keys = "data.val_size" + ("" if has_test else " and data.test_size")
+            example = " ".join(f"data.{k}={max(1, n // 10)}"
+                               for k in ("val_size", "test_size")[: 1 if has_test else 2])
+            raise GenlabError(f"{self.describe()} has {n} training images: too few for hold-outs "
+                              f"of {sizes} with images left to train on. Set smaller {keys}, "
+                              f"e.g. {example} (null holds out 10%, at most 1000).")
         test, rest = order[:test_size], order[test_size:]
-        if not 0 <= self.val_size < len(rest):
-            raise GenlabError(f"data.val_size={self.val_size} must be below the {len(rest)} "
-                              f"training images of {self.name}.")
-        return test, rest[: self.val_size], rest[self.val_size :], generator
+        return test, rest[:val_size], rest[val_size:], generator
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -136,6 +186,20 @@ class ImageDataModule(L.LightningDataModule):
             for split, (x, y) in self.splits.items():
                 if split != "train" or self.binarize == "static":
                     self.splits[split] = (binarize(x, generator), y)
+        self._check_batches(len(train), world_size=1)
+
+    def _check_batches(self, n_train: int, world_size: int) -> None:
+        """Training drops the last incomplete batch, so a batch larger than the training images
+        (per process) would leave no batch at all: say so instead of training on nothing."""
+        per_rank = n_train // world_size
+        if per_rank >= self.batch_size:
+            return
+        ranks = f" ({per_rank} for each of {world_size} processes)" if world_size > 1 else ""
+        raise GenlabError(f"data.batch_size={self.batch_size} is more than the {n_train} "
+                          f"training images of {self.describe()}{ranks} left after the "
+                          "hold-outs, so there would be no training batch (the last incomplete "
+                          f"batch is dropped). Set data.batch_size={max(per_rank, 1)} or lower, "
+                          "or add images.")
 
     def reference_images(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The real images that sample quality is measured against, with their labels: the one
@@ -179,6 +243,8 @@ class ImageDataModule(L.LightningDataModule):
             raise GenlabError(f"The {split} split of {self.name} is empty; set data.val_size / "
                               "data.test_size.")
         trainer = self.trainer
+        if train and trainer is not None:
+            self._check_batches(len(images), trainer.world_size)
         return TensorBatches(
             images, labels, self.batch_size if train else self.eval_batch_size, shuffle=train,
             drop_last=train, seed=self.seed,

@@ -50,6 +50,25 @@ def cache_dir() -> Path:
     return env_path(CACHE_ENV) or data_dir() / "cache"
 
 
+def check_writable(folder: str | os.PathLike, setting: str) -> Path:
+    """`folder` if it exists as a writable folder or can be created, else a GenlabError naming
+    `setting` (the key or option that chose it). Nothing is created here."""
+    from genlab.errors import GenlabError
+
+    folder = Path(folder).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise GenlabError(f"{setting}={folder} cannot be created: {existing} is a file, not a "
+                          f"folder. Choose another {setting}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "is" if existing == folder else f"cannot be created: {existing} is"
+        raise GenlabError(f"{setting}={folder} {why} not writable (a read-only file system or "
+                          f"no permission). Choose a writable folder with {setting}=...")
+    return folder
+
+
 def _resolve(name: str) -> str:
     folders = {"root": lambda: project_root() or Path.cwd(), "data": data_dir,
                "cache": cache_dir}

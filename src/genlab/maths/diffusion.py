@@ -306,9 +306,11 @@ class GaussianDiffusion(nn.Module):
     def variational_bound(self, model_fn: ModelFn, x0: torch.Tensor,
                           labels: torch.Tensor | None = None, variance: str = "beta",
                           clip: bool = True, terms: int | None = None, batch_size: int = 256,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+                          generator: torch.Generator | None = None,
+                          progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """-log P(x_0) <= L_T + sum_{t>1} L_{t-1} + L_0 per image, in nats (Ho et al. eq. 5),
-        evaluated on `batch_size` (image, timestep) pairs at a time."""
+        evaluated on `batch_size` (image, timestep) pairs at a time; `progress(n)` is told of
+        each network call's n pairs."""
         b = len(x0)
         t_all, weights = self.bound_timesteps(terms, b, x0.device, generator)
         total = self.prior_kl(x0)
@@ -319,5 +321,7 @@ class GaussianDiffusion(nn.Module):
             ys = None if labels is None else labels.repeat(len(t))
             values = self.bound_terms(model_fn, xs, t.reshape(-1), ys, variance, clip, generator)
             total = total + (values.view(len(t), b) * weights[start:start + rows, None]).sum(0)
+            if progress is not None:
+                progress(t.numel())
         return total
 

@@ -38,12 +38,16 @@ def elbo(mu: torch.Tensor, logvar: torch.Tensor,
 
 def importance_weighted_bound(mu: torch.Tensor, logvar: torch.Tensor,
                               log_likelihood: Callable[[torch.Tensor], torch.Tensor], k: int,
-                              chunk: int) -> torch.Tensor:
+                              chunk: int, progress: Callable[[int], None] | None = None
+                              ) -> torch.Tensor:
     """L_K per image. `log_likelihood` maps z of shape (n, B, L) to log p(x|z) of shape (n, B);
-    the K samples are drawn `chunk` at a time."""
+    the K samples are drawn `chunk` at a time, and `progress(n * B)` is told of each chunk's
+    n * B decodes."""
     log_weights = []
     for start in range(0, k, chunk):
         z = reparameterize(mu, logvar, n=min(chunk, k - start))
         log_weights.append(log_likelihood(z) + standard_normal_log_prob(z)
                            - diagonal_normal_log_prob(z, mu, logvar))
+        if progress is not None:
+            progress(z.shape[0] * z.shape[1])
     return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)

@@ -62,10 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_same_size(a, b) -> None:
+    """The two sets must have one resolution, as the images inside one set must: the network
+    resizes every image to 299x299, and FID/KID depend on the resolution the images had, so
+    sets of different sizes are not compared silently."""
+    if tuple(a.shape[1:]) != tuple(b.shape[1:]):
+        (ha, wa), (hb, wb) = a.shape[1:], b.shape[1:]
+        raise GenlabError(f"{a.description} holds {wa}x{ha} images and {b.description} "
+                          f"{wb}x{hb} ones. FID/KID compare sets of one resolution (the network "
+                          "resizes both to 299x299, but the scores still depend on the size the "
+                          "images had), so sets of different sizes are not compared: resize one "
+                          "set to the other's size yourself.")
+
+
 def run(args: argparse.Namespace) -> dict:
     from genlab.metrics.inception import FeatureExtractor
     from genlab.metrics.reference import compare, default_device, reference_stats
-    from genlab.metrics.sources import cacheable
+    from genlab.metrics.sources import cacheable, open_images
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,12 +90,15 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     extractor = FeatureExtractor(args.weights, device=device, batch_size=args.batch_size,
                                  bf16=args.bf16)
+    sources = [open_images(args.path_a), open_images(args.path_b)]
+    check_same_size(*sources)
     log.info("Inception on %s, %s, batch %d, %d CPU threads", device, extractor.precision,
              extractor.batch_size, torch.get_num_threads())
     sets = []
     need_features = not (args.no_pr and args.no_kid)
-    for spec, logits in ((args.path_a, args.isc), (args.path_b, False)):
-        sets.append(reference_stats(spec, n=args.num, seed=args.seed, extractor=extractor,
+    for spec, source, logits in ((args.path_a, sources[0], args.isc),
+                                 (args.path_b, sources[1], False)):
+        sets.append(reference_stats(source, n=args.num, seed=args.seed, extractor=extractor,
                                     cache_dir=args.cache_dir,
                                     use_cache=not args.no_cache and cacheable(spec),
                                     keep_features=need_features, keep_logits=logits))

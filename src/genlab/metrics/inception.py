@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 import urllib.error
 from collections.abc import Iterable, Iterator
@@ -364,7 +365,7 @@ def load_inception(weights: str | os.PathLike | None = None, download: bool = Tr
         state = torch.load(path, map_location="cpu", weights_only=True)
         model = FIDInceptionV3()
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, KeyError, ValueError) as e:
+    except (RuntimeError, OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
         raise InceptionWeightsError(
             f"Could not load the FID Inception weights from {path}: {e}. The file must be "
             f"torch-fidelity's {WEIGHTS_FILENAME} (from {WEIGHTS_URL}).") from e
@@ -429,7 +430,8 @@ class FeatureExtractor:
     def iter_features(self, batches: Iterable[torch.Tensor], total: int | None = None,
                       desc: str = "features") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Features of a stream of uint8 batches (re-chunked to ``batch_size``), with progress
-        logged to the ``genlab.metrics`` logger about every 30 s."""
+        (and the time left, when ``total`` is known) logged to the ``genlab.metrics`` logger
+        about every 30 s."""
         done, start, last = 0, time.perf_counter(), time.perf_counter()
         for chunk in rebatch(batches, self.batch_size):
             yield self.features(chunk)
@@ -438,7 +440,9 @@ class FeatureExtractor:
             if now - last > 30 or (total is not None and done >= total):
                 rate = done / max(now - start, 1e-9)
                 of = f"/{total}" if total is not None else ""
-                log.info("%s: %d%s images, %.1f images/s", desc, done, of, rate)
+                left = (f", about {(total - done) / rate / 60:.1f} min left"
+                        if total is not None and done < total else "")
+                log.info("%s: %d%s images, %.1f images/s%s", desc, done, of, rate, left)
                 last = now
 
 

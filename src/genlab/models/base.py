@@ -27,28 +27,43 @@
     denoise(y, sigma, labels, generator)  clean images from y = x + sigma * noise
 - The tasks of `genlab.tasks` (reconstruct, interpolate, inpaint, ...) run on any model that
   has the capability they need; `python evaluate.py tasks=[<task>,...]` runs them.
+- Configuration: every constructor parameter states its valid values in its annotation
+  (`latent_dim: Annotated[int, Range(1)]`, see `genlab.checks`), and `check_config` adds the
+  rules that relate several keys; `genlab.run.validate` applies both at start-up, before any
+  data is decoded. `evaluation_keys` names the keys `evaluate.py` may change on a trained model
+  (sampling and evaluation settings; the others shape the network), `full_evaluation` the
+  settings it applies for the rigorous numbers (e.g. the VAE's K=1000), and
+  `accepts_dequantized_data` whether the family's likelihood allows `data.dequantize=true`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, ClassVar
 
 import lightning as L
 import torch
 
+from genlab.checks import OneOf, Range
 from genlab.errors import GenlabError
 from genlab.maths.bpd import bits_per_dim
 
 
 class GenerativeModule(L.LightningModule):
     has_likelihood: ClassVar[bool] = False
+    # A discrete likelihood (bits/dim on the 8-bit grid) is wrong on dequantized data.
+    accepts_dequantized_data: ClassVar[bool] = True
+    # Keys evaluate.py may override on a trained model (+model.<key>=...).
+    evaluation_keys: ClassVar[frozenset[str]] = frozenset()
+    # What evaluate.py sets over the stored config for its rigorous numbers, unless overridden.
+    full_evaluation: ClassVar[Mapping[str, Any]] = {}
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 conditional: bool = False,
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., object] | None = None,
-                 monitor: str = "val/loss", monitor_mode: str = "min"):
+                 monitor: str | None = "val/loss",
+                 monitor_mode: Annotated[str, OneOf(("min", "max"))] = "min"):
         super().__init__()
         if conditional and not num_classes:
             raise GenlabError("model.conditional=true needs a labelled dataset (a class for every "
@@ -59,6 +74,21 @@ class GenerativeModule(L.LightningModule):
         self.num_classes, self.conditional = num_classes, conditional
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor, self.monitor_mode = monitor, monitor_mode
+
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        """Rules between keys, checked at start-up on the resolved `model` and `data` configs
+        (each key's own range is in the constructor's annotations). `data.num_classes` is None
+        when it is read from the data later. Raise GenlabError naming the keys."""
+        if model.get("conditional") and data.get("num_classes") == 0:
+            raise GenlabError(f"model.conditional=true needs a labelled dataset, but "
+                              f"data={data.get('name')} is unlabelled (it has no classes). Use "
+                              "labelled data or model.conditional=false.")
+        if data.get("dequantize") and not cls.accepts_dequantized_data:
+            raise GenlabError(f"data.dequantize=true does not suit {cls.__name__}: its "
+                              "likelihood is discrete (bits/dim are computed on the 8-bit grid), "
+                              "so dequantized inputs would make its bits/dim meaningless. Set "
+                              "data.dequantize=false.")
 
     @property
     def num_dims(self) -> int:
@@ -84,10 +114,11 @@ class GenerativeModule(L.LightningModule):
                               f"{self.num_classes - 1}.")
         return labels
 
-    def log_nll(self, stage: str, nll_nats: torch.Tensor) -> None:
-        """Log the mean per-image NLL in nats and in bits/dim."""
+    def log_nll(self, stage: str, nll_nats: torch.Tensor, name: str = "nll_nats") -> None:
+        """Log the mean per-image NLL in nats (as `<stage>/<name>`: a bound whose value depends
+        on an estimator setting names it, e.g. `nll_nats_k100`) and in bits/dim."""
         nll = nll_nats.mean()
-        self.log(f"{stage}/nll_nats", nll, sync_dist=True)
+        self.log(f"{stage}/{name}", nll, sync_dist=True)
         self.log(f"{stage}/bpd", bits_per_dim(nll, self.num_dims), sync_dist=True,
                  prog_bar=stage == "val")
 

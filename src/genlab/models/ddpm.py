@@ -10,13 +10,18 @@ samples and tasks use the EMA weights.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any
 
 import torch
 
+from genlab.checks import NonEmpty, OneOf, Range
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.diffusion import (
+    PREDICTIONS,
     SAMPLERS,
+    SCHEDULES,
     VARIANCES,
     WEIGHTINGS,
     GaussianDiffusion,
@@ -26,31 +31,59 @@ from genlab.maths.distributions import slerp
 from genlab.models.base import GenerativeModule
 from genlab.nets.ema import EMA
 from genlab.nets.unet import UNet
+from genlab.progress import Progress
+
+log = logging.getLogger(__name__)
+Probability = Annotated[float, Range(0, 1)]
 
 
 class DDPM(GenerativeModule):
-    has_likelihood = True
+    """The test step logs the loss on every test image and the variational bound on the first
+    `bound_images`: all T terms when `test_bound_terms` is None (`test/nll_nats`), else an
+    unbiased stratified estimate from that many terms per image (`test/nll_nats_terms<N>`),
+    the default at the end of training; evaluate.py uses all T (`full_evaluation`)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 conditional: bool = False,
+    has_likelihood = True
+    accepts_dequantized_data = False
+    evaluation_keys = frozenset({
+        "sampler", "sampling_steps", "eta", "variance", "clip_denoised", "guidance_scale",
+        "sample_batch_size", "inpaint_resample", "bound_images", "val_bound_terms",
+        "test_bound_terms", "bound_batch_size"})
+    full_evaluation = {"test_bound_terms": None}
+
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
                  # network
-                 channels: int = 128, channel_mults: tuple[int, ...] = (1, 2, 2, 2),
-                 num_res_blocks: int = 2, attention_resolutions: tuple[int, ...] = (16,),
-                 dropout: float = 0.1, num_heads: int = 1,
+                 channels: Annotated[int, Range(2)] = 128,
+                 channel_mults: Annotated[tuple[int, ...], NonEmpty, Range(1)] = (1, 2, 2, 2),
+                 num_res_blocks: Annotated[int, Range(1)] = 2,
+                 attention_resolutions: Annotated[tuple[int, ...], Range(1)] = (16,),
+                 dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.1,
+                 num_heads: Annotated[int, Range(1)] = 1,
                  # diffusion and loss
-                 timesteps: int = 1000, schedule: str = "linear", beta_start: float = 1e-4,
-                 beta_end: float = 0.02, prediction: str = "eps", weighting: str = "simple",
-                 snr_gamma: float = 5.0, label_dropout: float = 0.1,
+                 timesteps: Annotated[int, Range(2)] = 1000,
+                 schedule: Annotated[str, OneOf(SCHEDULES)] = "linear",
+                 beta_start: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 1e-4,
+                 beta_end: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.02,
+                 prediction: Annotated[str, OneOf(PREDICTIONS)] = "eps",
+                 weighting: Annotated[str, OneOf(WEIGHTINGS)] = "simple",
+                 snr_gamma: Annotated[float, Range(0, low_open=True)] = 5.0,
+                 label_dropout: Probability = 0.1,
                  # weight average
-                 ema_decay: float = 0.9999, ema_warmup: bool = True, ema_start_step: int = 0,
+                 ema_decay: Probability = 0.9999, ema_warmup: bool = True,
+                 ema_start_step: Annotated[int, Range(0)] = 0,
                  # sampling (all may be changed at evaluation time)
-                 sampler: str = "ddim", sampling_steps: int = 50, eta: float = 0.0,
-                 variance: str = "beta", clip_denoised: bool = True,
-                 guidance_scale: float | None = None, sample_batch_size: int = 256,
-                 inpaint_resample: int = 5,
+                 sampler: Annotated[str, OneOf(SAMPLERS)] = "ddim",
+                 sampling_steps: Annotated[int, Range(1)] = 50, eta: Probability = 0.0,
+                 variance: Annotated[str, OneOf(VARIANCES)] = "beta", clip_denoised: bool = True,
+                 guidance_scale: Annotated[float, Range(0)] | None = None,
+                 sample_batch_size: Annotated[int, Range(1)] = 256,
+                 inpaint_resample: Annotated[int, Range(1)] = 5,
                  # the variational bound
-                 bound_images: int = 16, val_bound_terms: int | None = 20,
-                 bound_batch_size: int = 256,
+                 bound_images: Annotated[int, Range(1)] = 16,
+                 val_bound_terms: Annotated[int, Range(2)] | None = 20,
+                 test_bound_terms: Annotated[int, Range(2)] | None = 50,
+                 bound_batch_size: Annotated[int, Range(1)] = 256,
                  **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
@@ -62,7 +95,7 @@ class DDPM(GenerativeModule):
         self.guidance_scale = self._check_guidance(guidance_scale)
         self.sample_batch_size, self.inpaint_resample = sample_batch_size, inpaint_resample
         self.bound_images, self.val_bound_terms = bound_images, val_bound_terms
-        self.bound_batch_size = bound_batch_size
+        self.test_bound_terms, self.bound_batch_size = test_bound_terms, bound_batch_size
         c, size, _ = self.image_shape
         self.diffusion = GaussianDiffusion(timesteps, schedule, beta_start, beta_end, prediction)
         self.diffusion.sampling_timesteps("ddim", sampling_steps)  # checks the step count
@@ -72,6 +105,31 @@ class DDPM(GenerativeModule):
                         num_heads=num_heads, num_classes=num_classes if conditional else 0)
         self.ema = EMA(self.net, ema_decay, ema_warmup, ema_start_step)
         self._bound_nats: list[torch.Tensor] = []
+        self._bound_progress: Progress | None = None
+
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        super().check_config(model, data)
+        timesteps, steps = model.get("timesteps", 1000), model.get("sampling_steps", 50)
+        if isinstance(steps, int) and isinstance(timesteps, int) and steps > timesteps:
+            raise GenlabError(f"model.sampling_steps={steps} is more than the "
+                              f"model.timesteps={timesteps} of the diffusion: DDIM takes "
+                              f"between 1 and T={timesteps} steps.")
+        channels, mults = model.get("channels", 128), list(model.get("channel_mults") or [])
+        if isinstance(channels, int) and channels % 2:
+            raise GenlabError(f"model.channels={channels} must be even (the timestep "
+                              "embedding has sin and cos halves).")
+        heads = model.get("num_heads", 1)
+        if isinstance(channels, int) and isinstance(heads, int):
+            if bad := [channels * m for m in mults if (channels * m) % heads]:
+                raise GenlabError(f"model.num_heads={heads} must divide every level's width "
+                                  f"(model.channels x model.channel_mults); {bad[0]} is not "
+                                  "divisible by it.")
+        size, levels = data.get("image_size"), 2 ** max(len(mults) - 1, 0)
+        if isinstance(size, int) and mults and size % levels:
+            raise GenlabError(f"model.channel_mults={mults} halves the image {len(mults) - 1} "
+                              f"times, so data.image_size must be a multiple of {levels}; it is "
+                              f"{size}.")
 
     @property
     def timesteps(self) -> int:
@@ -135,12 +193,23 @@ class DDPM(GenerativeModule):
         remaining = self.bound_images - sum(len(b) for b in self._bound_nats)
         if remaining > 0:
             y = None if labels is None else labels[:remaining]
-            self._bound_nats.append(self.variational_bound(x[:remaining], y, terms, generator))
+            progress = self._bound_progress.update if self._bound_progress else None
+            self._bound_nats.append(self.variational_bound(x[:remaining], y, terms, generator,
+                                                           progress))
 
-    def _log_bound(self, stage: str) -> None:
+    def _log_bound(self, stage: str, name: str = "nll_nats") -> None:
+        if self._bound_progress is not None:
+            self._bound_progress.close()
+            self._bound_progress = None
         if self._bound_nats:
-            self.log_nll(stage, torch.cat(self._bound_nats))
+            self.log_nll(stage, torch.cat(self._bound_nats), name)
         self._bound_nats = []
+
+    @property
+    def test_bound_name(self) -> str:
+        """nll_nats for the exact bound (all T terms), nll_nats_terms<N> for the estimate."""
+        terms = self.test_bound_terms
+        return "nll_nats" if terms is None or terms >= self.timesteps else f"nll_nats_terms{terms}"
 
     def on_validation_epoch_start(self) -> None:
         self._bound_nats = []
@@ -153,12 +222,20 @@ class DDPM(GenerativeModule):
 
     def on_test_epoch_start(self) -> None:
         self._bound_nats = []
+        terms = min(self.test_bound_terms or self.timesteps, self.timesteps)
+        how = ("all T terms" if terms == self.timesteps
+               else f"an unbiased estimate from {terms} of the T={self.timesteps} terms")
+        log.info("test/%s, test/bpd: the variational bound with %s, on the first %d test "
+                 "images (evaluate.py: all T terms)", self.test_bound_name, how,
+                 self.bound_images)
+        self._bound_progress = Progress(f"test/{self.test_bound_name}",
+                                        self.bound_images * terms, "terms")
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, batch_idx, "test", None)
+        self._evaluate(batch, batch_idx, "test", self.test_bound_terms)
 
     def on_test_epoch_end(self) -> None:
-        self._log_bound("test")
+        self._log_bound("test", self.test_bound_name)
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,13 +245,13 @@ class DDPM(GenerativeModule):
 
     @torch.no_grad()
     def variational_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None,
-                          terms: int | None = None,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+                          terms: int | None = None, generator: torch.Generator | None = None,
+                          progress=None) -> torch.Tensor:
         """Per-image upper bound on -log P(x) in nats for 8-bit images x in [-1, 1]: all T terms
         (terms=None), or an unbiased stratified estimate from `terms` of them."""
         return self.diffusion.variational_bound(
             self.denoiser(), x, labels, self.variance, self.clip_denoised, terms,
-            self.bound_batch_size, generator)
+            self.bound_batch_size, generator, progress)
 
     # -- sampling ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -21,18 +21,20 @@ taken unscaled: it is O(1) in norm, far above fp16's underflow.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
+from genlab.checks import OneOf, Range
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.distributions import slerp
-from genlab.maths.gan import gan_loss
+from genlab.maths.gan import LOSSES, gan_loss
 from genlab.maths.penalties import gradient_penalty, r1_penalty
 from genlab.maths.random import seeded_generator
 from genlab.models.base import GenerativeModule
-from genlab.nets.augment import check_policies, diff_augment
+from genlab.nets.augment import POLICIES, check_policies, diff_augment
 from genlab.nets.ema import EMA
 from genlab.nets.gan import (
     DCGANDiscriminator,
@@ -53,14 +55,23 @@ class GAN(GenerativeModule):
 
     has_likelihood = False
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 conditional: bool = False, architecture: str = "dcgan", latent_dim: int = 100,
-                 g_width: int = 128, d_width: int = 64, spectral_norm: bool = False,
-                 d_batch_norm: bool = True, loss: str = "non_saturating", n_critic: int = 1,
-                 gradient_penalty: float = 0.0, r1_gamma: float = 0.0, lr_g: float = 2e-4,
-                 lr_d: float = 2e-4, generator_batch_size: int | None = None,
-                 ema_decay: float | None = 0.999, ema_start: int = 0,
-                 augment: Sequence[str] = (), seed: int = 0, **base):
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
+                 architecture: Annotated[str, OneOf(ARCHITECTURES)] = "dcgan",
+                 latent_dim: Annotated[int, Range(1)] = 100,
+                 g_width: Annotated[int, Range(1)] = 128, d_width: Annotated[int, Range(1)] = 64,
+                 spectral_norm: bool = False, d_batch_norm: bool = True,
+                 loss: Annotated[str, OneOf(LOSSES)] = "non_saturating",
+                 n_critic: Annotated[int, Range(1)] = 1,
+                 gradient_penalty: Annotated[float, Range(0)] = 0.0,
+                 r1_gamma: Annotated[float, Range(0)] = 0.0,
+                 lr_g: Annotated[float, Range(0, low_open=True)] = 2e-4,
+                 lr_d: Annotated[float, Range(0, low_open=True)] = 2e-4,
+                 generator_batch_size: Annotated[int, Range(1)] | None = None,
+                 ema_decay: Annotated[float, Range(0, 1)] | None = 0.999,
+                 ema_start: Annotated[int, Range(0)] = 0,
+                 augment: Annotated[Sequence[str], OneOf(POLICIES)] = (),
+                 seed: Annotated[int, Range(0)] = 0, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         check_choice("model.architecture", architecture, ARCHITECTURES)
@@ -91,6 +102,26 @@ class GAN(GenerativeModule):
         self.ema = (EMA(self.generator, ema_decay, start_step=ema_start)
                     if ema_decay is not None else None)
         self.automatic_optimization = False
+
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        super().check_config(model, data)
+        n_critic, batch = model.get("n_critic", 1), data.get("batch_size")
+        if isinstance(n_critic, int) and isinstance(batch, int) and batch < n_critic:
+            raise GenlabError(f"data.batch_size={batch} cannot be split over "
+                              f"model.n_critic={n_critic} discriminator steps; raise "
+                              "data.batch_size (or lower model.n_critic).")
+        penalized = model.get("gradient_penalty", 0) or model.get("r1_gamma", 0)
+        if (model.get("architecture", "dcgan") == "dcgan" and model.get("d_batch_norm", True)
+                and penalized):
+            raise GenlabError("Gradient penalties are per image, but BatchNorm in the "
+                              "discriminator mixes the images of a batch: set "
+                              "model.d_batch_norm=false with model.gradient_penalty or "
+                              "model.r1_gamma.")
+        size = data.get("image_size")
+        if isinstance(size, int) and (size < 8 or size & (size - 1)):
+            raise GenlabError(f"The GAN networks need square images whose side is a power of "
+                              f"two of at least 8 (data.image_size=32 or 64); got {size}.")
 
     # -- the networks ------------------------------------------------------------------------
     @property

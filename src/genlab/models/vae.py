@@ -5,12 +5,16 @@ E[log p(x|z)] - beta * KL (beta = 1 is the ELBO; beta > 1 is the beta-VAE of Hig
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.checks import NonEmpty, OneOf, Range
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.distributions import (
     bernoulli_log_prob,
@@ -20,7 +24,9 @@ from genlab.maths.distributions import (
 from genlab.maths.vae import elbo, importance_weighted_bound
 from genlab.models.base import GenerativeModule
 from genlab.nets.conv import ConvDecoder, ConvEncoder
+from genlab.progress import Progress
 
+log = logging.getLogger(__name__)
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
 
 
@@ -31,28 +37,60 @@ class VAE(GenerativeModule):
     - gaussian: a Gaussian per pixel with learned scale, integrated over each 8-bit bin;
     - logistic: a logistic per pixel with learned scale, integrated over each 8-bit bin.
     Class-conditional (labels as one-hot inputs to encoder head and decoder) when `conditional`.
+
+    The test step logs the ELBO of every test image and the importance-weighted bound L_K
+    (K = `test_importance_samples`) of the first `bound_images` (None: all) as
+    `test/nll_nats_k<K>` and `test/bpd`. The defaults (K=100, 256 images) keep the test at the
+    end of training short; evaluate.py computes K=1000 on every image (`full_evaluation`).
     """
 
     has_likelihood = True
+    accepts_dequantized_data = False
+    evaluation_keys = frozenset({"test_importance_samples", "importance_batch", "bound_images"})
+    full_evaluation = {"test_importance_samples": 1000, "bound_images": None}
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 conditional: bool = False, latent_dim: int = 32,
-                 channels: tuple[int, ...] = (32, 64, 128), likelihood: str = "logistic",
-                 beta: float = 1.0, test_importance_samples: int = 1000,
-                 importance_batch: int = 8192, **base):
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
+                 latent_dim: Annotated[int, Range(1)] = 32,
+                 channels: Annotated[tuple[int, ...], NonEmpty, Range(4)] = (32, 64, 128),
+                 likelihood: Annotated[str, OneOf(LIKELIHOODS)] = "logistic",
+                 beta: Annotated[float, Range(0)] = 1.0,
+                 test_importance_samples: Annotated[int, Range(1)] = 100,
+                 importance_batch: Annotated[int, Range(1)] = 8192,
+                 bound_images: Annotated[int, Range(1)] | None = 256, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         check_choice("model.likelihood", likelihood, LIKELIHOODS)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         c, size, _ = self.image_shape
         self.latent_dim, self.likelihood, self.beta = latent_dim, likelihood, beta
         self.test_importance_samples = test_importance_samples
-        self.importance_batch = importance_batch
+        self.importance_batch, self.bound_images = importance_batch, bound_images
+        self._bound_nats: list[torch.Tensor] = []
+        self._bound_progress: Progress | None = None
         cond = num_classes if conditional else 0
         self.encoder = ConvEncoder(c, size, tuple(channels))
         self.posterior = nn.Linear(self.encoder.out_features + cond, 2 * latent_dim)
         out_channels = c if likelihood == "bernoulli" else 2 * c  # mean and log-scale
         self.decoder = ConvDecoder(latent_dim + cond, out_channels, size, tuple(channels))
         self._checked_binary = False
+
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        super().check_config(model, data)
+        if model.get("likelihood") == "bernoulli" and not data.get("binarize"):
+            raise GenlabError("model.likelihood=bernoulli needs binary pixels: set "
+                              "data.binarize=dynamic (or static), or choose "
+                              "model.likelihood=logistic for 8-bit images.")
+        channels, size = list(model.get("channels") or []), data.get("image_size")
+        if odd := [w for w in channels if w % 4 or (w > 128 and w % 32)]:
+            raise GenlabError(f"model.channels={channels}: every width must be a multiple of 4 "
+                              f"(of 32 above 128) for the group norms; {odd[0]} is not.")
+        if isinstance(size, int) and channels and (size % 2 ** len(channels)
+                                                   or size < 2 ** len(channels)):
+            raise GenlabError(f"model.channels={channels} halves the image {len(channels)} "
+                              f"times, so data.image_size must be a multiple of "
+                              f"{2 ** len(channels)}; it is {size}. Use fewer levels or another "
+                              "image size.")
 
     # -- the model ---------------------------------------------------------------------------
     def _with_labels(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -142,14 +180,49 @@ class VAE(GenerativeModule):
     def validation_step(self, batch, batch_idx):
         self.log_nll("val", self._evaluate(batch, "val")[2])
 
+    @property
+    def bound_name(self) -> str:
+        """The name of the test bound, which depends on K: nll_nats_k<K>."""
+        return f"nll_nats_k{self.test_importance_samples}"
+
+    def on_test_epoch_start(self) -> None:
+        self._bound_nats = []
+        images = self.bound_images  # at most: the test split may hold fewer (for the ETA)
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if "test" in getattr(datamodule, "splits", {}):
+            available = len(datamodule.splits["test"][0])
+            images = available if images is None else min(images, available)
+        k = self.test_importance_samples
+        where = (f"the first {self.bound_images} test images" if self.bound_images is not None
+                 else "every test image")
+        log.info("test/%s, test/bpd: the importance-weighted bound with K=%d samples on %s "
+                 "(evaluate.py: K=%d on every image)", self.bound_name, k, where,
+                 self.full_evaluation["test_importance_samples"])
+        self._bound_progress = Progress(f"test/{self.bound_name}",
+                                        images * k if images else None, "decodes")
+
     def test_step(self, batch, batch_idx):
         mu, logvar, _ = self._evaluate(batch, "test")
         x, labels = batch
+        if self.bound_images is not None:
+            remaining = self.bound_images - sum(len(b) for b in self._bound_nats)
+            if remaining <= 0:
+                return
+            x, mu, logvar = x[:remaining], mu[:remaining], logvar[:remaining]
+            labels = labels[:remaining]
         chunk = max(1, self.importance_batch // len(x))
         log_likelihood = self._log_likelihood_fn(x, self.condition(labels))
+        progress = self._bound_progress.update if self._bound_progress is not None else None
         bound = importance_weighted_bound(mu, logvar, log_likelihood,
-                                          self.test_importance_samples, chunk)
-        self.log_nll("test", -bound)
+                                          self.test_importance_samples, chunk, progress)
+        self._bound_nats.append(-bound)
+
+    def on_test_epoch_end(self) -> None:
+        if self._bound_progress is not None:
+            self._bound_progress.close()
+        if self._bound_nats:
+            self.log_nll("test", torch.cat(self._bound_nats), self.bound_name)
+        self._bound_nats = []
 
     # -- capabilities ------------------------------------------------------------------------
     @torch.no_grad()

@@ -20,10 +20,12 @@ def build(node: DictConfig, **kwargs):
 
 
 def build_data_and_model(cfg: DictConfig):
-    """The datamodule (decoded, with data.num_classes filled in from it when null) and the
-    model of a run config."""
+    """The datamodule (decoded and split, with data.num_classes filled in from it when null)
+    and the model of a run config. Splitting here checks the hold-outs and the batch size
+    against the number of images before the model is built or anything written."""
     datamodule = build(cfg.data)
     datamodule.prepare_data()
+    datamodule.setup()
     if cfg.data.get("num_classes") is None:
         with open_dict(cfg):
             cfg.data.num_classes = datamodule.num_classes

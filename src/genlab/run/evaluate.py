@@ -13,16 +13,16 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genlab.callbacks.config import CONFIG_KEY
+from genlab.callbacks.progress import ProgressBar
 from genlab.config import register_resolvers
-from genlab.errors import GenlabError, check_choice
+from genlab.errors import GenlabError, yaml_repr
 from genlab.files.atomic import atomic_write
 from genlab.files.grid import make_grid, save_png
 from genlab.run.build import build_data_and_model
-from genlab.run.checkpoint import load_checkpoint
 from genlab.run.layout import RunLayout
-from genlab.run.loggers import build_loggers, close_wandb
-from genlab.tasks import TaskInputs, check_tasks, run_task
+from genlab.run.loggers import build_loggers, close_wandb, quiet_library_noise
+from genlab.run.validate import validate_evaluate
+from genlab.tasks import TaskInputs, run_task
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -33,31 +33,34 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
     `cfg.split`, measure sample quality (cfg.fid: FID, KID, IS, precision/recall against the
     reference split), run cfg.tasks, write metrics.json to the run directory and log to the
     loggers."""
-    check_choice("split", cfg.split, ("test", "val"))
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    stored = OmegaConf.create(checkpoint[CONFIG_KEY])
-    stored.data.root, stored.data.cache_dir = cfg.paths.data_dir, cfg.paths.cache_dir
+    checkpoint, merged = validate_evaluate(cfg)
+    quiet_library_noise()
     with open_dict(cfg):
-        cfg.data = OmegaConf.merge(stored.data, cfg.get("data") or {})
-        cfg.model = OmegaConf.merge(stored.model, cfg.get("model") or {})
+        cfg.data, cfg.model = merged.data, merged.model
+    if full := {k: v for k, v in type_of(cfg.model).full_evaluation.items()
+                if cfg.model.get(k) == v}:
+        log.info("Full-precision test metrics: %s (each can be overridden with "
+                 "+model.<key>=...)", ", ".join(f"model.{k}={yaml_repr(v)}"
+                                                for k, v in full.items()))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
-    check_tasks(cfg.get("tasks") or [], model)
     fid_cfg = cfg.get("fid") or {}
     extractor = _inception(fid_cfg) if fid_cfg.get("enabled") else None  # fail before testing
 
     failed = True
     try:
         loggers = build_loggers(cfg)
-        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[],
+        bar = [ProgressBar()] if cfg.trainer.get("enable_progress_bar") is not False else []
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=bar,
                               enable_checkpointing=False)
+        # The weights come from the checkpoint validate_evaluate read safely (weights_only);
+        # Lightning is not handed the path, so it reads nothing itself.
+        model.load_state_dict(checkpoint["state_dict"])
         stage = "test_step" if cfg.split == "test" else "validation_step"
-        if is_overridden(stage, model):
+        results = {}
+        if is_overridden(stage, model):  # a family without test metrics: only samples below
             run = trainer.test if cfg.split == "test" else trainer.validate
-            results = run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)[0]
-        else:  # a family without test metrics: only the sample metrics below
-            model.load_state_dict(checkpoint["state_dict"])
-            results = {}
+            results = run(model, datamodule=datamodule)[0]
         metrics: dict[str, float | str] = {k: float(v) for k, v in results.items()}
         if model.has_likelihood and f"{cfg.split}/bpd" in metrics:
             metrics["bpd"] = metrics[f"{cfg.split}/bpd"]
@@ -78,16 +81,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float | str]:
         close_wandb(failed)
 
 
+def type_of(model_cfg: DictConfig) -> type:
+    """The model class a model config names."""
+    from hydra.utils import get_class
+
+    return get_class(model_cfg._target_)
+
+
 def _inception(fid_cfg: DictConfig):
     """The FID Inception extractor of cfg.fid; missing weights are an error that also says how
     to turn the sample metrics off."""
     from genlab.metrics.inception import FeatureExtractor, InceptionWeightsError
     from genlab.metrics.reference import default_device
 
-    if fid_cfg.num_samples < 10:
-        raise GenlabError(f"fid.num_samples={fid_cfg.num_samples}: the Inception Score splits "
-                          "the samples into 10 parts, so at least 10 are needed (50000 is the "
-                          "standard protocol).")
     try:
         return FeatureExtractor(fid_cfg.get("weights"),
                                 device=fid_cfg.get("device") or default_device(),

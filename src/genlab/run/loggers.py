@@ -1,15 +1,51 @@
-"""The loggers of a run (W&B, CSV), and closing the W&B run whatever happens."""
+"""The loggers of a run (W&B, CSV), closing the W&B run whatever happens, and the library
+messages that only alarm a user (`quiet_library_noise`)."""
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch import loggers as pl_loggers
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+class WandbLogger(pl_loggers.WandbLogger):
+    """Lightning's W&B logger without its `anonymous` argument: Lightning passes it to
+    `wandb.init` even when unset, and W&B then warns on every run that the deprecated setting
+    "has no effect"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+
+class _DropLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def quiet_library_noise() -> None:
+    """Silence library messages that say nothing about the run (each with the reason), leaving
+    every other warning alone. The "module(s) in eval mode" warning is handled where the model
+    is known (`genlab.run.train`): it is silenced only when the eval-mode modules are EMA
+    copies."""
+    # Lightning 2.6 uses torch's LeafSpec, which torch >= 2.9 deprecates: a FutureWarning on
+    # every run about Lightning's own code, with nothing for a user to change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    # Lightning's advertisement for its litlogger package, printed at every Trainer start.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
+            logger.addFilter(_DropLitLoggerTip())
 
 
 def _hydra_choice(group: str) -> str | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -9,33 +12,56 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from genlab.callbacks.config import StoreConfig
+from genlab.callbacks.validation import ValidateAtMaxSteps
 from genlab.config import register_resolvers
+from genlab.nets.ema import EMA
 from genlab.run.build import build_data_and_model
-from genlab.run.loggers import build_loggers, close_wandb
+from genlab.run.loggers import build_loggers, close_wandb, quiet_library_noise
+from genlab.run.validate import validate_train
 
 register_resolvers()
+
+
+def expect_ema_in_eval_mode(model: torch.nn.Module) -> None:
+    """Lightning warns "Found N module(s) in eval mode at the start of training" for any module
+    in eval mode. The EMA copies of a network are in eval mode by design (they are only ever
+    evaluated), so the warning is silenced when they are the only ones, and left alone when any
+    other module is in eval mode."""
+    in_eval = [m for m in model.modules() if not m.training]
+    averaged = {id(m) for ema in model.modules() if isinstance(ema, EMA)
+                for m in ema.averaged.modules()}
+    if in_eval and all(id(m) in averaged for m in in_eval):
+        warnings.filterwarnings("ignore", message=re.escape(
+            f"Found {len(in_eval)} module(s) in eval mode at the start of training."))
 
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the model, test the best checkpoint, and return `optimized_metric` (null: the
     model's monitored metric; its best value when the checkpoint callback tracks it, else its
     last value), for Hydra's sweepers."""
+    validate_train(cfg)
+    quiet_library_noise()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
         model.compile_networks()
+    expect_ema_in_eval_mode(model)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks.append(StoreConfig(cfg))
+    callbacks += [StoreConfig(cfg), ValidateAtMaxSteps()]
     failed = True
     try:
         loggers = build_loggers(cfg)
         if not loggers:  # logger=none: there is nowhere to log learning rates to
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only: Lightning's torch.load of ckpt_path (checked by validate_train with the
+        # same setting) and of the best checkpoint never unpickles anything but tensors and
+        # plain containers (genlab.run.checkpoint).
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"),
+                    weights_only=True)
         metric = cfg.get("optimized_metric") or model.monitor
         checkpoint = trainer.checkpoint_callback
         score = None
@@ -45,7 +71,7 @@ def train(cfg: DictConfig) -> float | None:
             score = trainer.callback_metrics.get(metric)
         if cfg.get("test") and not trainer.interrupted:
             best = checkpoint.best_model_path if checkpoint is not None else ""
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         failed = trainer.interrupted
         return None if score is None else float(score)
     finally:

@@ -44,6 +44,7 @@ class Task:
     needs: tuple[str, ...]  # alternatives: each is a model method, or methods joined by "+"
     run: Callable[..., TaskResult]  # (model, TaskInputs) -> TaskResult
     description: str
+    options: dict = field(default_factory=dict)  # option -> type (validated at start-up)
 
     def supports(self, model) -> bool:
         return any(all(callable(getattr(model, method, None)) for method in need.split("+"))
@@ -53,12 +54,15 @@ class Task:
 TASKS: dict[str, Task] = {}
 
 
-def task(name: str, needs: tuple[str, ...]):
+def task(name: str, needs: tuple[str, ...], options: dict | None = None):
     """Register `fn(model, inputs: TaskInputs) -> TaskResult` as task `name`, offered to models
     that have one of `needs` (e.g. ("interpolate", "interpolate_latents") or ("encode+decode",)).
+    `options` maps each key of `task_options.<name>` to its type (`Annotated[..., Range(...)]`
+    for a range), so evaluate.py checks them before anything runs.
     """
     def register(fn: Callable[..., TaskResult]) -> Callable[..., TaskResult]:
-        TASKS[name] = Task(name, needs, fn, (fn.__doc__ or "").strip().split("\n")[0])
+        TASKS[name] = Task(name, needs, fn, (fn.__doc__ or "").strip().split("\n")[0],
+                           dict(options or {}))
         return fn
     return register
 
@@ -69,12 +73,13 @@ def offered(model) -> list[str]:
 
 
 def check_tasks(names, model) -> None:
-    """A GenlabError unless `model` offers every task in `names`, naming those it offers."""
+    """A GenlabError unless `model` (a model or its class) offers every task in `names`, naming
+    those it offers."""
     for name in names:
         if name not in TASKS or not TASKS[name].supports(model):
             why = ("is not a task" if name not in TASKS else
                    f"needs one of the capabilities {' or '.join(TASKS[name].needs)}, which "
-                   f"{type(model).__name__} lacks")
+                   f"{(model if isinstance(model, type) else type(model)).__name__} lacks")
             raise GenlabError(f"tasks=[{name}]: '{name}' {why}. This model offers: "
                               f"{', '.join(offered(model)) or 'no tasks'} (all tasks: "
                               f"{', '.join(sorted(TASKS))}).")

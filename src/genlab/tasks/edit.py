@@ -15,8 +15,11 @@ direction is estimated from, default 2000), `strengths` (default [-2, -1, -0.5, 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from genlab.checks import Range
 from genlab.errors import GenlabError, check_choice
 from genlab.tasks.base import TaskInputs, TaskResult, task
 
@@ -61,7 +64,9 @@ def encode_all(model, images: torch.Tensor, labels: torch.Tensor | None, datamod
     return torch.cat(codes)
 
 
-@task("edit", needs=("encode+decode",))
+@task("edit", needs=("encode+decode",),
+      options={"attribute": str | int | None, "examples": Annotated[int, Range(2)],
+               "strengths": list[float]})
 def edit(model, inputs: TaskInputs) -> TaskResult:
     """Rows: test images moved along an attribute direction, from -2 to 2 times it."""
     options, datamodule = inputs.options, inputs.datamodule
