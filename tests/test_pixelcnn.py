@@ -372,6 +372,7 @@ def test_heads_check_their_pixels():
     ({"channels": 8, "image_shape": (3, 8, 8)}, "multiple of 3"),
     ({"dropout": 0.5}, "only model.architecture=pixelcnn_pp"),
     ({"architecture": "pixelcnn_pp", "image_shape": (1, 10, 10)}, "multiples of 4"),
+    ({"first_kernel_size": 6}, "model.first_kernel_size=6: .* must be odd"),
     ({"conditional": True}, "needs a labelled dataset"),
 ])
 def test_bad_options_are_explained(options, message):
@@ -423,3 +424,22 @@ def test_gated_pixelcnn_trains_tests_and_evaluates_with_complete_and_bits(
     assert math.isfinite(metrics["task/bits/bpd"])
     for name in ("samples", "complete", "bits"):
         assert (out / f"{name}.png").is_file()
+
+    # evaluate.py may change the sampling settings only, and checks the task options
+    from genlab.run.validate import validate_evaluate
+
+    def evaluate_cfg(*overrides):
+        return compose([f"ckpt_path={ckpt}", f"paths.data_dir={fake_root}", *overrides],
+                       config_name="evaluate")
+
+    _, merged = validate_evaluate(evaluate_cfg("+model.sampler=naive",
+                                               "+model.sample_batch_size=8"))
+    assert (merged.model.sampler, merged.model.sample_batch_size) == ("naive", 8)
+    for overrides, message in [
+            (["+model.channels=64"], r"\+model.channels is not accepted by evaluate.py: it shapes"),
+            (["+model.sampler=fast"], "model.sampler='fast' is not valid: it must be one of"),
+            (["task_options.complete.samples=0"], "task_options.complete.samples=0 is out of "
+                                                  "range"),
+            (["+task_options.complete.mask=centre"], "task_options.complete.mask is not a key")]:
+        with pytest.raises(GenlabError, match=message):
+            validate_evaluate(evaluate_cfg(*overrides))

@@ -11,10 +11,13 @@ set, an EMA of the weights (`genlab.nets.ema.EMA`) makes validation, test, sampl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import contextmanager
+from typing import Annotated, Any
 
 import torch
 
+from genlab.checks import OneOf, Range
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.autoregressive import (
     HEADS,
@@ -59,18 +62,32 @@ class PixelCNN(GenerativeModule):
     - sampler: naive (the whole network for every sub-pixel) or cached (only what the new
       pixel changes, Ramachandran et al. 2017; the same samples);
     - conditional: a learned bias per class in every block.
+
+    The likelihood is discrete on the 8-bit grid (or on binary pixels), so dequantized data is
+    refused. The test after training is the exact NLL, as cheap as validation, so evaluate.py
+    has no fuller setting to apply; it may change only the sampling settings.
     """
 
     has_likelihood = True
+    accepts_dequantized_data = False
+    evaluation_keys = frozenset({"sampler", "sample_batch_size"})
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 conditional: bool = False, architecture: str = "pixelcnn",
-                 head: str = "softmax", channels: int = 36, layers: int = 6,
-                 first_kernel_size: int = 7, kernel_size: int = 3, resnets: int = 1,
-                 dropout: float = 0.0, num_mixtures: int = 10,
-                 ema_decay: float | None = None, ema_warmup: bool = True,
-                 ema_start_step: int = 0, sampler: str = "naive",
-                 sample_batch_size: int = 256, **base):
+    def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
+                 num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
+                 architecture: Annotated[str, OneOf(ARCHITECTURES)] = "pixelcnn",
+                 head: Annotated[str, OneOf(HEADS)] = "softmax",
+                 channels: Annotated[int, Range(1)] = 36,
+                 layers: Annotated[int, Range(1)] = 6,
+                 first_kernel_size: Annotated[int, Range(1)] = 7,
+                 kernel_size: Annotated[int, Range(1)] = 3,
+                 resnets: Annotated[int, Range(1)] = 1,
+                 dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0,
+                 num_mixtures: Annotated[int, Range(1)] = 10,
+                 ema_decay: Annotated[float, Range(0, 1)] | None = None,
+                 ema_warmup: bool = True,
+                 ema_start_step: Annotated[int, Range(0)] = 0,
+                 sampler: Annotated[str, OneOf(SAMPLERS)] = "cached",
+                 sample_batch_size: Annotated[int, Range(1)] = 256, **base):
         super().__init__(image_shape, num_classes, conditional, **base)
         self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
         check_choice("model.architecture", architecture, ARCHITECTURES)
@@ -80,7 +97,8 @@ class PixelCNN(GenerativeModule):
         self.architecture, self.sample_batch_size = architecture, sample_batch_size
         self.head = PixelHead(head, c, num_mixtures)
         colours = 1 if self.head.whole_pixel else c
-        self._check_options(architecture, channels, colours, dropout, height, width)
+        self._check_options(architecture, channels, colours, dropout, height, width,
+                            first_kernel_size, kernel_size)
         classes = num_classes if conditional else 0
         out = self.head.num_outputs
         if architecture == "pixelcnn_pp":
@@ -95,7 +113,9 @@ class PixelCNN(GenerativeModule):
 
     @staticmethod
     def _check_options(architecture: str, channels: int, colours: int, dropout: float,
-                       height: int, width: int) -> None:
+                       height: int, width: int, first_kernel_size: int = 7,
+                       kernel_size: int = 3) -> None:
+        """The rules between keys, for the constructor and for `check_config` (start-up)."""
         if colours > 1 and channels % colours:
             raise GenlabError(f"model.channels={channels}: with a per-channel head on {colours}-"
                               f"channel images the features are split into {colours} colour "
@@ -108,6 +128,31 @@ class PixelCNN(GenerativeModule):
             raise GenlabError(f"PixelCNN++ halves the image twice, so its sides must be "
                               f"multiples of 4; these images are {height}x{width}. Use "
                               "data.image_size=32 (or 64).")
+        if architecture != "pixelcnn_pp":
+            for name, k in (("first_kernel_size", first_kernel_size),
+                            ("kernel_size", kernel_size)):
+                if k % 2 == 0:
+                    raise GenlabError(f"model.{name}={k}: masked convolutions are centred on "
+                                      f"the pixel they predict, so the kernel size must be odd "
+                                      f"(e.g. {k + 1}).")
+
+    @classmethod
+    def check_config(cls, model: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        super().check_config(model, data)
+        head = model.get("head", "softmax")
+        if head == "bernoulli" and not data.get("binarize"):
+            raise GenlabError("model.head=bernoulli needs binary pixels: set data.binarize="
+                              "dynamic (or static), or choose model.head=softmax or "
+                              "logistic_mixture for 8-bit images.")
+        shape = model.get("image_shape")
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 3
+                and all(isinstance(n, int) for n in shape)):
+            return  # its own annotation reports it
+        c, height, width = shape
+        cls._check_options(model.get("architecture", "pixelcnn"), model.get("channels", 36),
+                           1 if head == "logistic_mixture" else c, model.get("dropout", 0.0),
+                           height, width, model.get("first_kernel_size", 7),
+                           model.get("kernel_size", 3))
 
     @property
     def network(self) -> torch.nn.Module:

@@ -10,8 +10,11 @@ Options (`task_options.complete.*`): `rows` (given rows, default half the image)
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from genlab.checks import Range
 from genlab.errors import GenlabError
 from genlab.tasks.base import TaskInputs, TaskResult, task
 
@@ -23,7 +26,9 @@ def top_rows_mask(rows: int, size: int, device: torch.device) -> torch.Tensor:
     return mask
 
 
-@task("complete", needs=("complete",))
+@task("complete", needs=("complete",),
+      options={"rows": Annotated[int, Range(0)] | None, "samples": Annotated[int, Range(1)],
+               "images": Annotated[int, Range(1)]})
 def complete(model, inputs: TaskInputs) -> TaskResult:
     """Rows: the given top half, several completions of the bottom half, the original."""
     options = inputs.options
