@@ -32,10 +32,11 @@ def test_the_readme_task_table_says_which_families_offer_each_task():
     from genlab.models.ebm import EBM, JEM
     from genlab.models.flow import Flow
     from genlab.models.gan import GAN
+    from genlab.models.pixelcnn import PixelCNN
     from genlab.models.vae import VAE
 
     families = {"VAE": [VAE], "DDPM": [DDPM], "GANs": [GAN], "flows": [Flow],
-                "EBMs": [EBM, JEM], "autoencoders": [Autoencoder]}
+                "EBMs": [EBM, JEM], "autoencoders": [Autoencoder], "PixelCNNs": [PixelCNN]}
     readme = (REPO / "README.md").read_text()
     table = readme[readme.index("| task | needs (model method) |"):]
     rows = {}
@@ -91,8 +92,8 @@ def test_a_task_the_model_cannot_do_is_explained():
         run_task("inpaint", tiny_gan(), TaskInputs(torch.zeros(2, 1, 16, 16)))
     with pytest.raises(GenlabError, match="not a task"):
         run_task("colourise", tiny_gan(), TaskInputs(torch.zeros(2, 1, 16, 16)))
-    assert set(TASKS) == {"denoise", "edit", "inpaint", "interpolate", "outpaint",
-                          "reconstruct", "temperature", "traversal"}
+    assert set(TASKS) == {"bits", "complete", "denoise", "edit", "inpaint", "interpolate",
+                          "outpaint", "reconstruct", "temperature", "traversal"}
 
 
 def test_the_attribute_direction_recovers_a_known_offset():

@@ -60,8 +60,7 @@ def declared_hints() -> list[tuple[str, object]]:
     for dataset, spec in DATASETS.items():
         hints += [(f"data={dataset}.{name}", hint) for name, hint in spec.options.items()]
     for table in ("TRAIN_KEYS", "EVALUATE_KEYS", "FID_KEYS", "PROBE_KEYS", "OOD_KEYS",
-                  "TRAINER_KEYS",
-                  "MODEL_CHECKPOINT_KEYS", "OPTIMIZER_KEYS"):
+                  "TRAINER_KEYS", "MODEL_CHECKPOINT_KEYS", "OPTIMIZER_KEYS", "SCHEDULER_KEYS"):
         hints += [(f"{table}.{name}", hint) for name, hint in getattr(v, table).items()]
     return hints
 
@@ -115,7 +114,8 @@ def test_every_declared_range_rejects_the_value_outside_and_accepts_its_bound(na
 def test_the_range_cases_cover_every_family():
     names = {case.values[0].rsplit(".", 1)[0] for case in range_cases()}
     for target in ("genlab.models.vae.VAE", "genlab.models.ddpm.DDPM", "genlab.models.gan.GAN",
-                   "genlab.models.flow.Flow", "genlab.models.autoencoder.Autoencoder",
+                   "genlab.models.flow.Flow", "genlab.models.pixelcnn.PixelCNN",
+                   "genlab.models.autoencoder.Autoencoder",
                    "genlab.models.ebm.EBM", "genlab.models.ebm.JEM", "PROBE_KEYS", "OOD_KEYS",
                    "genlab.data.ImageDataModule", "genlab.callbacks.SampleGrid",
                    "genlab.callbacks.LongRunGrid", "TRAINER_KEYS"):
@@ -243,6 +243,12 @@ def test_other_precisions_are_refused_with_the_valid_spellings(typed, compose):
     (["model=gan", "model.r1_gamma=1"], "model.d_batch_norm=false"),
     (["model=glow", "model.levels=6"], "model.levels=6 halves the 32x32 images 6 times"),
     (["model=realnvp", "model.logit_alpha=0.5"], "model.logit_alpha=0.5 is out of range"),
+    (["model=pixelcnn", "data.dequantize=true"], "data.dequantize=true does not suit PixelCNN"),
+    (["model=gated_pixelcnn", "model.head=bernoulli"], "model.head=bernoulli needs binary pixels"),
+    (["model=pixelcnn", "data=cifar10", "model.channels=32"], "must be a multiple of 3"),
+    (["model=pixelcnn", "model.kernel_size=4"], "model.kernel_size=4: .* must be odd"),
+    (["model=pixelcnn_pp", "model.scheduler.gamma=1.5"], "model.scheduler.gamma=1.5 is out of "
+                                                         "range"),
     (["model.conditional=true", "data=celeba"], "needs a labelled dataset"),
     (["model.optimizer.lr=0"], "model.optimizer.lr=0 is out of range"),
     (["+model.optimizer.momentum=0.9"], "model.optimizer.momentum is not a key"),
@@ -265,6 +271,7 @@ def test_mistakes_are_refused_at_start_up(overrides, message, compose):
     ["model=gan", "data.dequantize=true"],  # GANs have no likelihood: dequantized data is fine
     ["model=glow", "data.dequantize=true"],  # flows requantize and dequantize the batch themselves
     ["model.likelihood=bernoulli", "data.binarize=dynamic"],
+    ["model=pixelcnn_pp", "data=cifar10", "model.channels=32"],  # the mixture: any width
     ["data=image_folder", "data.path=x", "data.num_classes=null", "model.conditional=true"],
     ["trainer.max_time=00:01:30:00", "trainer.max_epochs=-1", "+trainer.val_check_interval=0.5"],
 ])

@@ -11,4 +11,5 @@ torch and genlab's errors. Each module is tested against closed forms or brute f
     gan            GAN objectives on discriminator logits
     autoencoder    denoising corruptions and the walk-back chain
     langevin       energy-based models: Langevin sampling, contrastive divergence, JEM's energy
+    autoregressive raster-then-channel ordering, per-sub-pixel heads, exact ancestral sampling
 """

@@ -37,11 +37,16 @@ def _sum_pixels(log_prob: torch.Tensor) -> torch.Tensor:
     return log_prob.flatten(1).sum(1)
 
 
-def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """log p(x) for binary images (x in {-1, 1}, i.e. pixels off / on)."""
+def bernoulli_log_prob_per_pixel(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log p(x) per pixel for binary pixels (x in {-1, 1}, i.e. off / on), in float32."""
     logits = logits.float()
     target = (x > 0).to(logits.dtype)
-    return -_sum_pixels(F.binary_cross_entropy_with_logits(logits, target, reduction="none"))
+    return -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log p(x) for binary images (x in {-1, 1}, i.e. pixels off / on)."""
+    return _sum_pixels(bernoulli_log_prob_per_pixel(x, logits))
 
 
 def _standardised_edges(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor

@@ -20,6 +20,11 @@
     interpolate_latents(z0, z1, steps, labels)   the same between latents (GANs)
     latent_traversal(x, labels=...)  one row per latent dimension
     inpaint(x, mask, labels, generator)   fill where mask = 0, keep where mask = 1 exactly
+    complete(x, mask, labels, generator)  the same for masks whose known pixels come first in
+                                     the model's generation order (autoregressive models:
+                                     the top rows), sampled exactly; other masks are refused
+    log_prob_per_pixel(x, labels) -> (B, C, H, W)   log p(x_t | x_<t) in nats per sub-pixel,
+                                     summing to log_prob (autoregressive models)
     denoise(y, sigma, labels, generator)  clean images from y = x + sigma * noise
     sample_at_temperature(n, temperature, labels, generator)   samples from a code scaled by
                                      the temperature (flows: z ~ N(0, T^2 I))

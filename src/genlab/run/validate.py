@@ -128,6 +128,10 @@ OPTIMIZER_KEYS = {"lr": Annotated[float, Range(0, low_open=True)],
                   "weight_decay": Annotated[float, Range(0)],
                   "betas": Annotated[tuple[float, float], Range(0, 1, high_open=True)],
                   "eps": Annotated[float, Range(0, low_open=True)]}
+# Learning-rate schedules the configs name (model.scheduler: ExponentialLR, LinearLR).
+SCHEDULER_KEYS = {"gamma": Annotated[float, Range(0, 1, low_open=True)],
+                  "start_factor": Annotated[float, Range(0, 1, low_open=True)],
+                  "end_factor": Annotated[float, Range(0, 1)], "total_iters": Count}
 
 
 def _foreign_tables() -> list[tuple[type, Mapping[str, Any]]]:
@@ -142,7 +146,8 @@ def _foreign_tables() -> list[tuple[type, Mapping[str, Any]]]:
                                    | None, "log_momentum": bool, "log_weight_decay": bool}),
             (ModelSummary, {"max_depth": Annotated[int, Range(-1)]}),
             (TensorBoardLogger, TENSORBOARD_KEYS), (CSVLogger, CSV_LOGGER_KEYS),
-            (torch.optim.Optimizer, OPTIMIZER_KEYS)]
+            (torch.optim.Optimizer, OPTIMIZER_KEYS),
+            (torch.optim.lr_scheduler.LRScheduler, SCHEDULER_KEYS)]
 
 
 @dataclass

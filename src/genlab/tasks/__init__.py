@@ -15,9 +15,14 @@ into metrics.json; `task_options.<name>.<key>=...` sets a task's options.
     edit         encode(x, labels) + decode(z, labels)  direction_norm, examples_with/without
     temperature  sample_at_temperature(n, T, labels,    -
                  generator)
+    complete     complete(x, mask, labels, generator)   known_error, rows_given
+                 (known pixels a raster-order prefix: autoregressive models)
+    bits         log_prob_per_pixel(x, labels)          bpd, max_pixel_bits
 """
 
 from genlab.tasks import (  # noqa: F401 (registers)
+    bits,
+    complete,
     denoise,
     edit,
     inpaint,
