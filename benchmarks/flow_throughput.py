@@ -22,7 +22,7 @@ import argparse
 from contextlib import nullcontext
 
 import torch
-from timing import DTYPES, matmul_peak, timed
+from timing import DTYPES, matmul_peak, print_table, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from genlab.models.flow import Flow
@@ -113,12 +113,7 @@ def main() -> None:
          "measured: best square matmul"),
         ("training share of matmul peak", f"{train_flops / train_s / peak:.1%}", ""),
     ]
-    rows.insert(0, ("measurement", "value", "how"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for i, (label, value, note) in enumerate(rows):
-        print(f"| {label:<{widths[0]}} | {value:>{widths[1]}} | {note:<{widths[2]}} |")
-        if i == 0:
-            print(f"|{'-' * (widths[0] + 2)}|{'-' * (widths[1] + 1)}:|{'-' * (widths[2] + 2)}|")
+    print_table(rows)
 
 
 if __name__ == "__main__":

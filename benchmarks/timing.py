@@ -1,5 +1,5 @@
-"""Timing helpers shared by the benchmark scripts (run as `python benchmarks/<script>.py`, so
-this folder is on the import path)."""
+"""Timing and table helpers shared by the benchmark scripts (run as
+`python benchmarks/<script>.py`, so this folder is on the import path)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,13 @@ def matmul_peak(device: str, dtype: torch.dtype, steps: int) -> float:
         seconds = timed(lambda a=a, b=b: a @ b, device, steps, warmup=2)
         best = max(best, 2 * n**3 / seconds)
     return best
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    """A Markdown table of (measurement, value, how) rows, values right-aligned."""
+    rows = [("measurement", "value", "how"), *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for i, (label, value, note) in enumerate(rows):
+        print(f"| {label:<{widths[0]}} | {value:>{widths[1]}} | {note:<{widths[2]}} |")
+        if i == 0:
+            print(f"|{'-' * (widths[0] + 2)}|{'-' * (widths[1] + 1)}:|{'-' * (widths[2] + 2)}|")

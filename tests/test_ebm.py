@@ -7,14 +7,13 @@ from __future__ import annotations
 import csv
 import math
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import real_data_dir
 from helpers.models import tiny_ebm, tiny_jem
-from helpers.runs import SMALL_RUN
+from helpers.runs import SMALL_RUN, cpu_trainer, random_images
 from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.errors import GenlabError
@@ -40,19 +39,6 @@ def gaussian_energy(x: torch.Tensor) -> torch.Tensor:
     return (x - MU).square().flatten(1).sum(1) / (2 * SIGMA ** 2)
 
 
-def images(n: int = 16, seed: int = 0, classes: int = 3) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 16, 16, generator=g) * 2 - 1
-    y = torch.randint(0, classes, (n,), generator=g)
-    return DataLoader(TensorDataset(x, y), batch_size=8, shuffle=False)
-
-
-def trainer(**options) -> L.Trainer:
-    settings = dict(accelerator="cpu", logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, max_epochs=1,
-                    limit_val_batches=0)
-    settings.update(options)
-    return L.Trainer(**settings)
 
 
 # -- Langevin dynamics on a Gaussian -------------------------------------------------------------
@@ -240,7 +226,7 @@ def test_a_training_step_writes_its_final_chain_states_back(monkeypatch):
         real_write(self, index, states, labels)
 
     monkeypatch.setattr(ReplayBuffer, "write", spy)
-    trainer(max_steps=1).fit(model, images(8))
+    cpu_trainer(max_steps=1).fit(model, random_images(8))
     index, states = written["index"], written["states"]
     changed = (model.buffer.images != before).flatten(1).any(1)
     assert set(changed.nonzero().flatten().tolist()) == set(index.tolist())
@@ -255,14 +241,14 @@ def test_a_resumed_run_continues_exactly_with_its_buffer(tmp_path):
         torch.manual_seed(0)
         return tiny_jem(conditional=True, data_noise=0.03).train()
 
-    first = trainer(max_epochs=1)
-    first.fit(fresh(), images())
+    first = cpu_trainer(max_epochs=1)
+    first.fit(fresh(), random_images())
     first.save_checkpoint(tmp_path / "k.ckpt")
     stored = torch.load(tmp_path / "k.ckpt", weights_only=False)["state_dict"]
     assert stored["buffer.images"].shape == (64, 1, 16, 16)
     resumed, uninterrupted = fresh(), fresh()
-    trainer(max_epochs=2).fit(resumed, images(), ckpt_path=tmp_path / "k.ckpt")
-    trainer(max_epochs=2).fit(uninterrupted, images())
+    cpu_trainer(max_epochs=2).fit(resumed, random_images(), ckpt_path=tmp_path / "k.ckpt")
+    cpu_trainer(max_epochs=2).fit(uninterrupted, random_images())
     after, expected = resumed.state_dict(), uninterrupted.state_dict()
     for key in expected:
         assert torch.equal(after[key], expected[key]), key
@@ -273,11 +259,11 @@ def test_a_resumed_run_continues_exactly_with_its_buffer(tmp_path):
 
 
 def test_a_checkpoint_with_another_buffer_size_is_explained(tmp_path):
-    fit = trainer(max_steps=1)
-    fit.fit(tiny_ebm().train(), images(8))
+    fit = cpu_trainer(max_steps=1)
+    fit.fit(tiny_ebm().train(), random_images(8))
     fit.save_checkpoint(tmp_path / "k.ckpt")
     with pytest.raises(GenlabError, match="holds 64 states, but model.buffer_size=32"):
-        trainer(max_steps=2).fit(tiny_ebm(buffer_size=32).train(), images(8),
+        cpu_trainer(max_steps=2).fit(tiny_ebm(buffer_size=32).train(), random_images(8),
                                  ckpt_path=tmp_path / "k.ckpt")
 
 
@@ -290,15 +276,15 @@ def test_the_buffer_is_kept_out_of_ddp_broadcasts():
 # -- the model -----------------------------------------------------------------------------------
 def test_training_logs_energies_and_jem_logs_accuracy_and_calibration():
     model = tiny_jem().train()
-    fit = trainer(max_steps=2, limit_val_batches=1)
-    fit.fit(model, images(), images(8, seed=1))
+    fit = cpu_trainer(max_steps=2, limit_val_batches=1)
+    fit.fit(model, random_images(), random_images(8, seed=1))
     metrics = fit.callback_metrics
     assert {"train/loss", "train/e_pos", "train/e_neg", "train/e_gap", "train/ce", "train/acc",
             "val/e_pos", "val/e_noise", "val/acc", "val/ce", "val/ece"} <= set(metrics)
     assert metrics["train/e_gap"] == pytest.approx(float(metrics["train/e_neg"]
                                                          - metrics["train/e_pos"]))
-    logits = model.classify(images(8, seed=1).dataset.tensors[0])
-    labels = images(8, seed=1).dataset.tensors[1]
+    logits = model.classify(random_images(8, seed=1).dataset.tensors[0])
+    labels = random_images(8, seed=1).dataset.tensors[1]
     assert metrics["val/ece"] == pytest.approx(
         float(expected_calibration_error(logits, labels)), abs=1e-6)
 
@@ -309,9 +295,9 @@ def test_a_diverging_run_stops_naming_the_step_and_the_remedies():
     data = DataLoader(TensorDataset(x, torch.zeros(8, dtype=torch.long)), batch_size=8)
     with pytest.raises(GenlabError, match=r"diverged at training step 0 .*non-finite.*"
                                           r"model.train_steps.*model.alpha"):
-        trainer(max_steps=2).fit(tiny_ebm().train(), data)
+        cpu_trainer(max_steps=2).fit(tiny_ebm().train(), data)
     with pytest.raises(GenlabError, match=r"step 0 .*ran beyond model.energy_limit=1e-09"):
-        trainer(max_steps=2).fit(tiny_ebm(energy_limit=1e-9).train(), images(8))
+        cpu_trainer(max_steps=2).fit(tiny_ebm(energy_limit=1e-9).train(), random_images(8))
 
 
 def test_samples_are_reproducible_and_start_from_noise_or_the_buffer():
@@ -337,8 +323,8 @@ def test_the_long_run_grid_continues_the_sample_grids_chains(tmp_path):
     model = tiny_ebm(long_run_steps=7).train()
     callbacks = [SampleGrid(str(tmp_path), n=4), LongRunGrid(str(tmp_path), n=4),
                  LongRunGrid(str(tmp_path / "short"), n=4, steps=2)]
-    trainer(max_steps=1, limit_val_batches=1, callbacks=callbacks).fit(model, images(8),
-                                                                     images(8))
+    cpu_trainer(max_steps=1, limit_val_batches=1, callbacks=callbacks).fit(
+        model, random_images(8), random_images(8))
     model.eval()
     for folder, steps in ((tmp_path, 7), (tmp_path / "short", 2)):
         saved = np.asarray(Image.open(folder / "long_run.png"))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from functools import partial
 
-import lightning as L
 import pytest
 import torch
 from helpers.models import tiny_gan
+from helpers.runs import cpu_trainer, random_images
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -20,21 +20,6 @@ from genlab.maths.penalties import gradient_penalty, r1_penalty
 from genlab.models.gan import GAN
 from genlab.nets.augment import POLICIES, diff_augment
 from genlab.tasks import TaskInputs, offered, run_task
-
-
-def images(n: int = 16, seed: int = 0) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 16, 16, generator=g) * 2 - 1
-    y = torch.randint(0, 3, (n,), generator=g)
-    return DataLoader(TensorDataset(x, y), batch_size=8, shuffle=False)
-
-
-def trainer(**options) -> L.Trainer:
-    settings = dict(accelerator="cpu", logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, max_epochs=1,
-                    limit_val_batches=0)
-    settings.update(options)
-    return L.Trainer(**settings)
 
 
 # -- losses and penalties ----------------------------------------------------------------------
@@ -110,8 +95,8 @@ def adam_steps(optimizer: torch.optim.Optimizer) -> int:
 def test_one_training_step_updates_d_n_critic_times_and_g_once():
     model = tiny_gan(architecture="resnet", loss="wasserstein", n_critic=3, gradient_penalty=10.0,
                      d_batch_norm=False)
-    fit = trainer(max_steps=1)
-    fit.fit(model, images(8))
+    fit = cpu_trainer(max_steps=1)
+    fit.fit(model, random_images(8))
     opt_g, opt_d = (o.optimizer for o in model.optimizers())
     assert (adam_steps(opt_g), adam_steps(opt_d)) == (1, 3)
     assert fit.global_step == 4  # Lightning counts every optimizer step: (n_critic + 1) per batch
@@ -136,12 +121,13 @@ def test_a_resumed_run_continues_exactly(architecture, tmp_path):
         return tiny_gan(architecture=architecture, ema_decay=0.9,
                         **RESUME_SETTINGS[architecture])
 
-    first = trainer(max_epochs=1)  # k = 2 batches
-    first.fit(fresh(), images())
+    first = cpu_trainer(max_epochs=1)  # k = 2 batches
+    first.fit(fresh(), random_images())
     first.save_checkpoint(tmp_path / "k.ckpt")
     resumed, uninterrupted = fresh(), fresh()
-    trainer(max_epochs=2).fit(resumed, images(), ckpt_path=tmp_path / "k.ckpt")  # m = 2 more
-    trainer(max_epochs=2).fit(uninterrupted, images())
+    cpu_trainer(max_epochs=2).fit(resumed, random_images(),
+                                  ckpt_path=tmp_path / "k.ckpt")  # m = 2 more
+    cpu_trainer(max_epochs=2).fit(uninterrupted, random_images())
 
     before = torch.load(tmp_path / "k.ckpt", weights_only=True)["state_dict"]
     after, expected = resumed.state_dict(), uninterrupted.state_dict()
@@ -157,14 +143,14 @@ def test_a_diverged_run_stops_naming_the_step():
     x[3] = float("nan")
     data = DataLoader(TensorDataset(x, torch.zeros(8, dtype=torch.long)), batch_size=8)
     with pytest.raises(GenlabError, match=r"diverged at generator step 0 .*d_loss=nan"):
-        trainer(max_steps=2).fit(tiny_gan(num_classes=0), data)
+        cpu_trainer(max_steps=2).fit(tiny_gan(num_classes=0), data)
 
 
 def test_bf16_mixed_precision_takes_a_step_on_cpu():
     model = tiny_gan(architecture="resnet", loss="wasserstein", n_critic=2, d_batch_norm=False,
                      gradient_penalty=10.0, augment=["translation"])
-    fit = trainer(max_steps=1, precision="bf16-mixed")
-    fit.fit(model, images(8))
+    fit = cpu_trainer(max_steps=1, precision="bf16-mixed")
+    fit.fit(model, random_images(8))
     assert math.isfinite(fit.callback_metrics["train/d_loss"])
     assert model.sample(2).dtype == torch.float32
 
@@ -177,8 +163,8 @@ def test_fp16_loss_scaling_covers_both_optimizers(init_scale, steps_taken):
     model = tiny_gan(architecture="resnet", loss="wasserstein", n_critic=3, d_batch_norm=False,
                      gradient_penalty=10.0)
     scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
-    trainer(max_steps=1, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)]).fit(
-        model, images(8))
+    cpu_trainer(max_steps=1, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)]).fit(
+        model, random_images(8))
     opt_g, opt_d = (o.optimizer for o in model.optimizers())
     taken = tuple(adam_steps(o) if o.state else 0 for o in (opt_g, opt_d))
     assert taken == steps_taken
@@ -294,7 +280,7 @@ def test_a_batch_smaller_than_n_critic_is_explained():
     data = DataLoader(TensorDataset(torch.zeros(4, 1, 16, 16), torch.zeros(4, dtype=torch.long)),
                       batch_size=4)
     with pytest.raises(GenlabError, match="data.batch_size"):
-        trainer(max_steps=1).fit(model, data)
+        cpu_trainer(max_steps=1).fit(model, data)
 
 
 # -- through the entry points ---------------------------------------------------------------------

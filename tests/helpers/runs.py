@@ -1,8 +1,13 @@
-"""Config overrides for short real training runs in the tests."""
+"""Short real training runs in the tests: config overrides, and a loader and a Trainer for
+models trained directly in Python."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 # a real step, kept small: one training batch, one validation batch, tiny grids, no logger
 SMALL_RUN = ["trainer=cpu", "logger=none", "test=false", "trainer.max_steps=1",
@@ -22,3 +27,20 @@ def fake_data_overrides(dataset: str, root: Path) -> list[str]:
     if dataset == "image_folder":
         overrides += [f"data.path={root / 'images.tar.gz'}", "data.test_size=4"]
     return overrides
+
+
+def random_images(n: int = 16, seed: int = 0, classes: int = 3) -> DataLoader:
+    """n seeded 1x16x16 images in [-1, 1] with labels in 0..classes-1, in batches of 8."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 16, 16, generator=g) * 2 - 1
+    y = torch.randint(0, classes, (n,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=8, shuffle=False)
+
+
+def cpu_trainer(**options) -> L.Trainer:
+    """A quiet one-epoch CPU Trainer without validation, logger or checkpoints."""
+    settings = dict(accelerator="cpu", logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, max_epochs=1,
+                    limit_val_batches=0)
+    settings.update(options)
+    return L.Trainer(**settings)
