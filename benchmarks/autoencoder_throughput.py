@@ -42,8 +42,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-
-
 def main() -> None:
     args = parse_args()
     device = args.device

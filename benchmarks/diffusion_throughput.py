@@ -41,10 +41,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-
-
-
-
 def main() -> None:
     args = parse_args()
     device, dtype = args.device, DTYPES[args.precision]
