@@ -22,11 +22,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import REPO  # noqa: E402
+from conftest import REPO, inception_weights  # noqa: E402
 from helpers.fake_datasets import write_mnist_like  # noqa: E402
 
 pytestmark = pytest.mark.slow
-SHARED_WEIGHTS = REPO.parent / "shared" / "weights" / "pt_inception-2015-12-05-fc-zeroed.pth"
 VAE_CKPT = REPO / "tests" / "fixtures" / "checkpoints" / "vae-53273f2.ckpt"
 HYDRA_MADE = {".hydra", "train.log", "evaluate.log"}
 
@@ -180,7 +179,7 @@ def make_inputs(tmp: Path) -> dict[str, str | None]:
             "imgs60": str(tmp / "imgs60"), "imgs40": str(tmp / "imgs40"),
             "imgs48": str(tmp / "imgs48"),
             "gan_ckpt": str(REPO / "tests" / "fixtures" / "checkpoints" / "gan-53273f2.ckpt"),
-            "weights": str(SHARED_WEIGHTS) if SHARED_WEIGHTS.is_file() else None,
+            "weights": str(inception_weights()) if inception_weights() else None,
             "readonly": writable_only_by_nobody(tmp)}
 
 

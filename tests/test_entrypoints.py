@@ -10,11 +10,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, real_weights
 
 from genlab.metrics.inception import WEIGHTS_ENV
-
-SHARED_WEIGHTS = REPO.parent / "shared" / "weights" / "pt_inception-2015-12-05-fc-zeroed.pth"
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +73,7 @@ def test_train_evaluate_and_resume_like_a_user(trained_run, tmp_path):
 def test_evaluate_measures_sample_quality(trained_run, tmp_path):
     """With the weights named as the README says, by a path relative to the repository, from
     another working directory."""
-    weights = os.environ.get(WEIGHTS_ENV) or SHARED_WEIGHTS
-    if not os.path.isfile(weights):
-        pytest.skip(f"no FID Inception weights: set {WEIGHTS_ENV} to run this test")
+    weights = real_weights()
     eval_dir = tmp_path / "eval"
     relative = os.path.relpath(os.path.abspath(weights), REPO)  # e.g. ../shared/weights/...
     assert_ok(run("evaluate.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",

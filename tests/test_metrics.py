@@ -20,7 +20,7 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import REPO, real_weights
 from PIL import Image
 
 from genlab.errors import GenlabError
@@ -42,16 +42,6 @@ from genlab.metrics.protocol import classifier_stats, evaluate_samples
 from genlab.metrics.reference import InceptionStats, compare, reference_stats
 from genlab.metrics.sources import open_images
 from genlab.models.base import GenerativeModule
-
-SHARED_WEIGHTS = REPO.parent / "shared" / "weights" / "pt_inception-2015-12-05-fc-zeroed.pth"
-
-
-def real_weights():
-    path = os.environ.get(inception.WEIGHTS_ENV) or SHARED_WEIGHTS
-    if not os.path.isfile(path):
-        pytest.skip(f"no FID Inception weights: set {inception.WEIGHTS_ENV} to "
-                    f"{inception.WEIGHTS_FILENAME} (from {inception.WEIGHTS_URL})")
-    return str(path)
 
 
 @pytest.fixture(scope="module")

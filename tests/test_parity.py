@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import real_data_dir
-from test_metrics import real_weights
+from conftest import real_data_dir, real_weights
 
 from genlab.data import load_split
 from genlab.metrics import inception
