@@ -40,7 +40,7 @@ SAMPLERS = ("naive", "cached")
 def _one_cpu_thread(active: bool):
     """One intra-op thread for the cached sampler on a CPU: its operations are a few thousand
     numbers each, where splitting across threads costs more than it saves (on our 2-core
-    machine, 2 threads were slower than 1; docs/fragments/pixelcnn.md)."""
+    machine, 2 threads were slower than 1)."""
     threads = torch.get_num_threads()
     if active:
         torch.set_num_threads(1)
