@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from genlab.callbacks.config import StoreConfig
+from genlab.callbacks.randomness import RandomState
 from genlab.callbacks.record import RunRecord
 from genlab.callbacks.validation import ValidateAtMaxSteps
 from genlab.config import register_resolvers
@@ -51,7 +52,7 @@ def train(cfg: DictConfig) -> float | None:
     expect_ema_in_eval_mode(model)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += [StoreConfig(cfg), ValidateAtMaxSteps(),
+    callbacks += [StoreConfig(cfg), RandomState(), ValidateAtMaxSteps(),
                   RunRecord(cfg.paths.output_dir)]  # run.json: genlab-review
     failed = True
     try:
