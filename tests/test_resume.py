@@ -5,6 +5,7 @@ the global random state travels in the checkpoint."""
 from __future__ import annotations
 
 import io
+import os
 import random
 import signal
 from pathlib import Path
@@ -13,6 +14,9 @@ import numpy as np
 import pytest
 import torch
 from helpers.runs import run_train
+
+from genlab.errors import GenlabError
+from genlab.run.checkpoint import resume_checkpoint
 
 # two epochs of four batches of 8 digits, one validation batch, no test, no logger
 RESUMABLE = ["data=digits", "data.batch_size=8", "data.val_size=16", "data.eval_batch_size=16",
@@ -49,7 +53,7 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 def kill_and_resume(tmp_path: Path, overrides: list[str], kill_step: int) -> tuple[Path, Path]:
     """Train uninterrupted into full/; train into resumed/, killed with SIGKILL when the trainer
-    reaches `kill_step`, and resume from its last.ckpt in the same directory."""
+    reaches `kill_step`, and continue it with resume=<its directory> (its newest checkpoint)."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     done = run_train(*RESUMABLE, *overrides, f"hydra.run.dir={full}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -58,9 +62,9 @@ def kill_and_resume(tmp_path: Path, overrides: list[str], kill_step: int) -> tup
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     saved_at = checkpoint(resumed)["global_step"]
     assert 0 < saved_at < kill_step <= checkpoint(full)["global_step"]
-    again = run_train(*RESUMABLE, *overrides, f"hydra.run.dir={resumed}",
-                      f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}")
+    again = run_train(*RESUMABLE, *overrides, f"resume={resumed}")
     assert again.returncode == 0, again.stderr[-3000:]
+    assert checkpoint(resumed)["global_step"] == checkpoint(full)["global_step"]  # same folder
     return full, resumed
 
 
@@ -98,3 +102,21 @@ def test_the_random_state_survives_a_weights_only_checkpoint_and_is_set_when_tra
     assert np.array_equal(got[1], expected[1]) and got[2] == expected[2]
     resumed.on_train_start(None, None)  # set once: a later fit continues from where it is
     assert not torch.equal(torch.rand(3), expected[0])
+
+
+def test_resume_picks_the_newest_checkpoint_of_a_run_and_says_what_to_do_without_one(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    with pytest.raises(GenlabError, match=r"resume=.*run holds no checkpoint .*Without one, "
+                                          r"start the run afresh"):
+        resume_checkpoint(None, str(tmp_path / "run"))
+    with pytest.raises(GenlabError, match="does not exist"):
+        resume_checkpoint(None, str(tmp_path / "elsewhere"))
+    for name, written in {"best-epoch000.ckpt": 1, "last.ckpt": 3, "interrupted.ckpt": 2}.items():
+        (checkpoints / name).write_bytes(b"")
+        os.utime(checkpoints / name, (written, written))
+    assert resume_checkpoint(None, str(tmp_path / "run")) == str(checkpoints / "last.ckpt")
+    assert resume_checkpoint("a.ckpt", None) == "a.ckpt"
+    assert resume_checkpoint(None, None) is None
+    with pytest.raises(GenlabError, match="are both set: give one"):
+        resume_checkpoint("a.ckpt", str(tmp_path / "run"))

@@ -19,6 +19,7 @@ import torch
 
 from genlab.callbacks.config import CONFIG_KEY
 from genlab.errors import GenlabError
+from genlab.run.layout import RunLayout
 
 # Globals that a safe genlab checkpoint may hold beyond torch's default allow-list: none today
 # (see tests/test_run.py for the checkpoints of earlier releases that must keep loading).
@@ -73,3 +74,36 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
         raise GenlabError(f"{key}={path} is not a genlab checkpoint (its run config names no "
                           "model and data); give a checkpoint written by train.py.")
     return checkpoint
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The most recently written checkpoint of a run directory (last.ckpt, best-*.ckpt, step
+    checkpoints, interrupted.ckpt), or None."""
+    found = [p for p in RunLayout(Path(run_dir)).checkpoints.glob("*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def resume_checkpoint(ckpt_path: str | None, resume: str | None) -> str | None:
+    """The checkpoint train.py starts from: `ckpt_path`; or with `resume=<run dir>` the newest
+    checkpoint of that run (a GenlabError when it has none); else None (a new run)."""
+    if ckpt_path and resume:
+        raise GenlabError(f"ckpt_path={ckpt_path} and resume={resume} are both set: give one. "
+                          "resume=<run dir> continues that run from its newest checkpoint, in its "
+                          "directory; ckpt_path=<file> starts a new run directory from a "
+                          "checkpoint.")
+    if ckpt_path:
+        return str(ckpt_path)
+    if resume:
+        layout = RunLayout(Path(resume).expanduser())
+        newest = newest_checkpoint(layout.root)
+        if newest is None:
+            what = "does not exist" if not layout.root.is_dir() else \
+                f"holds no checkpoint ({layout.checkpoints}/*.ckpt is empty or missing)"
+            raise GenlabError(f"resume={resume} {what}. Give the directory of a train.py run "
+                              "that wrote a checkpoint, e.g. resume=outputs/train/runs/<date>_"
+                              "<time>: checkpoints are written at the end of every epoch, every "
+                              "callbacks.model_checkpoint.every_n_train_steps steps when set. "
+                              "Without one, start "
+                              "the run afresh (no resume=).")
+        return str(newest)
+    return None

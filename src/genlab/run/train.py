@@ -18,6 +18,7 @@ from genlab.callbacks.validation import ValidateAtMaxSteps
 from genlab.config import register_resolvers
 from genlab.nets.ema import EMA
 from genlab.run.build import build_data_and_model
+from genlab.run.checkpoint import resume_checkpoint
 from genlab.run.loggers import build_loggers, close_wandb, quiet_library_noise
 from genlab.run.validate import validate_train
 
@@ -63,8 +64,8 @@ def train(cfg: DictConfig) -> float | None:
         # weights_only: Lightning's torch.load of ckpt_path (checked by validate_train with the
         # same setting) and of the best checkpoint never unpickles anything but tensors and
         # plain containers (genlab.run.checkpoint).
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"),
-                    weights_only=True)
+        ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metric = cfg.get("optimized_metric") or model.monitor
         checkpoint = trainer.checkpoint_callback
         score = None
