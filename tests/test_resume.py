@@ -1,12 +1,15 @@
 """Resuming a training run: a run killed with kill -9 after a checkpoint and resumed from it ends
 with the same weights, bit for bit, as the uninterrupted run (CPU, trainer.deterministic=true);
-the global random state travels in the checkpoint."""
+the global random state travels in the checkpoint; SIGTERM and Ctrl-C stop a run with a
+checkpoint and the command that continues it."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
+import shlex
 import signal
 from pathlib import Path
 
@@ -120,3 +123,89 @@ def test_resume_picks_the_newest_checkpoint_of_a_run_and_says_what_to_do_without
     assert resume_checkpoint(None, None) is None
     with pytest.raises(GenlabError, match="are both set: give one"):
         resume_checkpoint("a.ckpt", str(tmp_path / "run"))
+
+
+def resume_command(stderr: str) -> list[str]:
+    """The command train.py printed to continue a stopped run, to run with this interpreter."""
+    lines = stderr.splitlines()
+    at = next(i for i, line in enumerate(lines) if "Continue the run with:" in line)
+    command = shlex.split(lines[at + 1])
+    assert command[:2] == ["python", str(Path(__file__).resolve().parents[1] / "train.py")]
+    return command[2:]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_run(tmp_path):
+    """SIGTERM before step 7 (mid-epoch): exit status 143, checkpoints/interrupted.ckpt at step 7
+    (the batch under way finished), run.json "interrupted", a message naming the checkpoint and
+    the command; that command continues the run in its folder to the end."""
+    run = tmp_path / "run"
+    stopped = run_train(*RESUMABLE, "model=vae", f"hydra.run.dir={run}", *KILL,
+                        "+callbacks.kill.step=6", f"+callbacks.kill.signum={int(signal.SIGTERM)}")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    saved = run / "checkpoints" / "interrupted.ckpt"
+    assert f"SIGTERM stopped training at epoch 1, step 7; the checkpoint is {saved}" \
+        in stopped.stderr
+    assert torch.load(saved, weights_only=True)["global_step"] == 7
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    command = resume_command(stopped.stderr)
+    assert f"resume={run}" in command and "model=vae" in command
+    again = run_train(*[c for c in command if not c.startswith("+callbacks.kill")])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert checkpoint(run)["global_step"] == 8
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_the_end_of_the_batch_with_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    stopped = run_train(*RESUMABLE, "model=vae", f"hydra.run.dir={run}", *KILL,
+                        "+callbacks.kill.step=2", f"+callbacks.kill.signum={int(signal.SIGINT)}")
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
+    assert "SIGINT stopped training at epoch 0, step 3" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert torch.load(run / "checkpoints" / "interrupted.ckpt",
+                      weights_only=True)["global_step"] == 3
+
+
+class _Trainer:
+    """What StopOnSignal reads of a trainer, and a save_checkpoint that records its calls."""
+    received_sigterm, current_epoch, global_step, is_global_zero = False, 0, 5, True
+
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def save_checkpoint(self, path, weights_only=None):
+        self.calls.append(("saved", Path(path).name))
+
+
+def test_the_slurm_signal_writes_the_checkpoint_then_lets_submitit_requeue(tmp_path, monkeypatch):
+    """submitit's handler of its pre-timeout signal (which requeues the job and exits) runs only
+    once the batch under way has finished and the checkpoint is written; the requeued job then
+    starts from the newest checkpoint of its run directory."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from genlab.callbacks.interruption import StopOnSignal
+
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(("requeued",)))
+    try:
+        stop, trainer = StopOnSignal(tmp_path, "python train.py resume=x"), _Trainer(calls)
+        stop.on_train_start(trainer, None)
+        stop.on_train_batch_end(trainer)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert calls == []  # noted, nothing done inside the handler
+        with pytest.raises(SIGTERMException) as stopped:
+            stop.on_train_batch_end(trainer)
+        assert calls == [("saved", "interrupted.ckpt"), ("requeued",)]
+        assert stopped.value.code == 128 + signal.SIGUSR2
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "interrupted.ckpt").write_bytes(b"")
+    assert resume_checkpoint(None, None, tmp_path) is None  # a new run in an old folder
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert resume_checkpoint(None, None, tmp_path) == str(tmp_path / "checkpoints" /
+                                                          "interrupted.ckpt")
+    assert resume_checkpoint(None, None, tmp_path / "new") is None  # requeued before one

@@ -11,6 +11,7 @@ here first (evaluate.py, `train.py ckpt_path=`), and Lightning itself is told to
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from pathlib import Path
@@ -83,9 +84,17 @@ def newest_checkpoint(run_dir: str | Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
-def resume_checkpoint(ckpt_path: str | None, resume: str | None) -> str | None:
+def requeued() -> bool:
+    """Whether this process is a SLURM job that was requeued (preempted or timed out, then
+    started again by the scheduler): it continues its own run directory."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def resume_checkpoint(ckpt_path: str | None, resume: str | None,
+                      run_dir: str | Path | None = None) -> str | None:
     """The checkpoint train.py starts from: `ckpt_path`; or with `resume=<run dir>` the newest
-    checkpoint of that run (a GenlabError when it has none); else None (a new run)."""
+    checkpoint of that run (a GenlabError when it has none); or, in a requeued SLURM job, the
+    newest checkpoint of its own run directory `run_dir`, if any; else None (a new run)."""
     if ckpt_path and resume:
         raise GenlabError(f"ckpt_path={ckpt_path} and resume={resume} are both set: give one. "
                           "resume=<run dir> continues that run from its newest checkpoint, in its "
@@ -102,8 +111,11 @@ def resume_checkpoint(ckpt_path: str | None, resume: str | None) -> str | None:
             raise GenlabError(f"resume={resume} {what}. Give the directory of a train.py run "
                               "that wrote a checkpoint, e.g. resume=outputs/train/runs/<date>_"
                               "<time>: checkpoints are written at the end of every epoch, every "
-                              "callbacks.model_checkpoint.every_n_train_steps steps when set. "
-                              "Without one, start "
+                              "callbacks.model_checkpoint.every_n_train_steps steps when set, and "
+                              "when a signal (SIGTERM, Ctrl-C) stops a run. Without one, start "
                               "the run afresh (no resume=).")
         return str(newest)
+    if run_dir is not None and requeued():
+        newest = newest_checkpoint(run_dir)
+        return None if newest is None else str(newest)
     return None

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 import warnings
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from genlab.callbacks.config import StoreConfig
+from genlab.callbacks.interruption import StopOnSignal
 from genlab.callbacks.randomness import RandomState
 from genlab.callbacks.record import RunRecord
 from genlab.callbacks.validation import ValidateAtMaxSteps
@@ -38,6 +42,14 @@ def expect_ema_in_eval_mode(model: torch.nn.Module) -> None:
             f"Found {len(in_eval)} module(s) in eval mode at the start of training."))
 
 
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this run: its command-line overrides and resume=<run dir>."""
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    keep = [o for o in given if o.split("=")[0].lstrip("+~") not in ("resume", "ckpt_path")]
+    return shlex.join(["python", sys.argv[0] or "train.py", *keep,
+                       f"resume={cfg.paths.output_dir}"])
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit the model, test the best checkpoint, and return `optimized_metric` (null: the
     model's monitored metric; its best value when the checkpoint callback tracks it, else its
@@ -54,6 +66,7 @@ def train(cfg: DictConfig) -> float | None:
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += [StoreConfig(cfg), RandomState(), ValidateAtMaxSteps(),
+                  StopOnSignal(cfg.paths.output_dir, resume_command(cfg)),
                   RunRecord(cfg.paths.output_dir)]  # run.json: genlab-review
     failed = True
     try:
@@ -64,7 +77,8 @@ def train(cfg: DictConfig) -> float | None:
         # weights_only: Lightning's torch.load of ckpt_path (checked by validate_train with the
         # same setting) and of the best checkpoint never unpickles anything but tensors and
         # plain containers (genlab.run.checkpoint).
-        ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"))
+        ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"),
+                                      cfg.paths.output_dir)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metric = cfg.get("optimized_metric") or model.monitor
         checkpoint = trainer.checkpoint_callback

@@ -309,7 +309,8 @@ def validate_train(cfg: DictConfig) -> None:
     _check_resume(cfg)
     from genlab.run.checkpoint import load_checkpoint, resume_checkpoint
 
-    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"))
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"),
+                                  OmegaConf.select(cfg, "paths.output_dir"))
     if ckpt_path:
         key = "ckpt_path" if cfg.get("ckpt_path") else "resume"
         stored = load_checkpoint(ckpt_path, key)["genlab_config"]["model"]
