@@ -138,22 +138,31 @@ def resume_command(stderr: str) -> list[str]:
 def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_run(tmp_path):
     """SIGTERM before step 7 (mid-epoch): exit status 143, checkpoints/interrupted.ckpt at step 7
     (the batch under way finished), run.json "interrupted", a message naming the checkpoint and
-    the command; that command continues the run in its folder to the end."""
+    the command; that command continues the run in its folder, and its W&B run, to the end."""
     run = tmp_path / "run"
-    stopped = run_train(*RESUMABLE, "model=vae", f"hydra.run.dir={run}", *KILL,
+    with_wandb = [o if o != "logger=none" else "logger=wandb" for o in RESUMABLE]  # offline
+    stopped = run_train(*with_wandb, "model=vae", f"hydra.run.dir={run}", *KILL,
                         "+callbacks.kill.step=6", f"+callbacks.kill.signum={int(signal.SIGTERM)}")
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     saved = run / "checkpoints" / "interrupted.ckpt"
     assert f"SIGTERM stopped training at epoch 1, step 7; the checkpoint is {saved}" \
         in stopped.stderr
     assert torch.load(saved, weights_only=True)["global_step"] == 7
-    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["wandb"]["offline"]
     command = resume_command(stopped.stderr)
     assert f"resume={run}" in command and "model=vae" in command
     again = run_train(*[c for c in command if not c.startswith("+callbacks.kill")])
     assert again.returncode == 0, again.stderr[-3000:]
     assert checkpoint(run)["global_step"] == 8
-    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    continued = json.loads((run / "run.json").read_text())
+    assert continued["status"] == "finished"
+    # one W&B run: the continued process resumed the same run id (offline: a second folder of
+    # it, which `wandb sync` uploads into the one run)
+    assert continued["wandb"]["id"] == record["wandb"]["id"]
+    folders = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and all(f.name.endswith(f"-{record['wandb']['id']}")
+                                     for f in folders), folders
 
 
 @pytest.mark.slow

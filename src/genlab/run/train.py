@@ -23,7 +23,12 @@ from genlab.config import register_resolvers
 from genlab.nets.ema import EMA
 from genlab.run.build import build_data_and_model
 from genlab.run.checkpoint import resume_checkpoint
-from genlab.run.loggers import build_loggers, close_wandb, quiet_library_noise
+from genlab.run.loggers import (
+    build_loggers,
+    close_wandb,
+    continued_wandb_run,
+    quiet_library_noise,
+)
 from genlab.run.validate import validate_train
 
 register_resolvers()
@@ -70,15 +75,16 @@ def train(cfg: DictConfig) -> float | None:
                   RunRecord(cfg.paths.output_dir)]  # run.json: genlab-review
     failed = True
     try:
-        loggers = build_loggers(cfg)
+        ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"),
+                                      cfg.paths.output_dir)
+        loggers = build_loggers(cfg, continue_wandb=continued_wandb_run(ckpt_path,
+                                                                        cfg.paths.output_dir))
         if not loggers:  # logger=none: there is nowhere to log learning rates to
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         # weights_only: Lightning's torch.load of ckpt_path (checked by validate_train with the
         # same setting) and of the best checkpoint never unpickles anything but tensors and
         # plain containers (genlab.run.checkpoint).
-        ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"),
-                                      cfg.paths.output_dir)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metric = cfg.get("optimized_metric") or model.monitor
         checkpoint = trainer.checkpoint_callback
