@@ -19,7 +19,7 @@ import torch
 from helpers.runs import run_train
 
 from genlab.errors import GenlabError
-from genlab.run.checkpoint import resume_checkpoint
+from genlab.run.checkpoint import newest_checkpoint, resume_checkpoint
 
 # two epochs of four batches of 8 digits, one validation batch, no test, no logger
 RESUMABLE = ["data=digits", "data.batch_size=8", "data.val_size=16", "data.eval_batch_size=16",
@@ -29,6 +29,9 @@ RESUMABLE = ["data=digits", "data.batch_size=8", "data.val_size=16", "data.eval_
              "~callbacks.model_summary", "callbacks.sample_grid.n=4",
              "callbacks.reconstruction_grid.n=4", "+trainer.enable_progress_bar=false"]
 KILL = ["+callbacks.kill._target_=helpers.kill.KillAt"]
+STEP_CHECKPOINTS = ["callbacks.step_checkpoint.every_n_train_steps=2"]
+MODEL = {"vae": ["model=vae"], "gan": ["model=gan"],
+         "ddpm": ["model=ddpm", "model.sampling_steps=5"]}  # a quicker sample grid
 
 
 def checkpoint(run: Path) -> dict:
@@ -54,31 +57,51 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
                        f"{max(differ.values()):.3g}: {sorted(differ)[:5]}"
 
 
-def kill_and_resume(tmp_path: Path, overrides: list[str], kill_step: int) -> tuple[Path, Path]:
-    """Train uninterrupted into full/; train into resumed/, killed with SIGKILL when the trainer
-    reaches `kill_step`, and continue it with resume=<its directory> (its newest checkpoint)."""
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    done = run_train(*RESUMABLE, *overrides, f"hydra.run.dir={full}")
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """uninterrupted(model) -> the run directory of the uninterrupted run of that model (with
+    step checkpoints every 2 steps, which change nothing in the weights), made once."""
+    runs = {}
+
+    def run(model: str) -> Path:
+        if model not in runs:
+            runs[model] = tmp_path_factory.mktemp("full") / model
+            done = run_train(*RESUMABLE, *MODEL[model], f"hydra.run.dir={runs[model]}",
+                             *STEP_CHECKPOINTS)
+            assert done.returncode == 0, done.stderr[-3000:]
+        return runs[model]
+
+    return run
+
+
+def kill_and_resume(tmp_path: Path, overrides: list[str], kill_step: int, saved_at: int) -> Path:
+    """Train into resumed/, killed with SIGKILL when the trainer reaches `kill_step` (its newest
+    checkpoint is then that of step `saved_at`), and continue it with resume=<its directory>."""
+    resumed = tmp_path / "resumed"
     killed = run_train(*RESUMABLE, *overrides, f"hydra.run.dir={resumed}", *KILL,
                        f"+callbacks.kill.step={kill_step}")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    saved_at = checkpoint(resumed)["global_step"]
-    assert 0 < saved_at < kill_step <= checkpoint(full)["global_step"]
+    newest = torch.load(newest_checkpoint(resumed), weights_only=True)
+    assert newest["global_step"] == saved_at
     again = run_train(*RESUMABLE, *overrides, f"resume={resumed}")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert checkpoint(resumed)["global_step"] == checkpoint(full)["global_step"]  # same folder
-    return full, resumed
+    return resumed
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, kill_step", [("vae", 6), ("ddpm", 6), ("gan", 12)])
-def test_a_run_killed_in_its_second_epoch_and_resumed_ends_bitwise_equal(tmp_path, model,
-                                                                          kill_step):
-    """Killed in the second epoch (the GAN counts two optimizer steps per batch), resumed from
-    the end-of-epoch checkpoint: every weight, buffer (EMA included) and optimizer state equals
-    the uninterrupted run's."""
-    full, resumed = kill_and_resume(tmp_path, [f"model={model}"], kill_step)
+@pytest.mark.parametrize("model, kill_step, saved_at, overrides", [
+    ("vae", 6, 4, []),                   # resumes from the end of epoch 0
+    ("ddpm", 7, 6, STEP_CHECKPOINTS),    # from the middle of epoch 1
+    ("gan", 14, 14, STEP_CHECKPOINTS),   # the same: two optimizer steps per batch
+], ids=["vae-epoch-end", "ddpm-mid-epoch", "gan-mid-epoch"])
+def test_a_run_killed_in_its_second_epoch_and_resumed_ends_bitwise_equal(
+        tmp_path, uninterrupted, model, kill_step, saved_at, overrides):
+    """Killed with SIGKILL in the second epoch, after a checkpoint at `saved_at` (the end of the
+    first epoch, or a step checkpoint mid-epoch), and resumed: every weight, buffer (EMA
+    included) and optimizer state equals the uninterrupted run's."""
+    full = uninterrupted(model)
+    resumed = kill_and_resume(tmp_path, [*MODEL[model], *overrides], kill_step, saved_at)
+    assert checkpoint(resumed)["global_step"] == checkpoint(full)["global_step"]  # same folder
     assert_same_tensors(final_tensors(full), final_tensors(resumed))
 
 
@@ -135,10 +158,12 @@ def resume_command(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_run(tmp_path):
+def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_run(
+        tmp_path, uninterrupted):
     """SIGTERM before step 7 (mid-epoch): exit status 143, checkpoints/interrupted.ckpt at step 7
     (the batch under way finished), run.json "interrupted", a message naming the checkpoint and
-    the command; that command continues the run in its folder, and its W&B run, to the end."""
+    the command; that command continues the run in its folder, and its W&B run, to the end,
+    where its weights equal the uninterrupted run's (a mid-epoch resume)."""
     run = tmp_path / "run"
     with_wandb = [o if o != "logger=none" else "logger=wandb" for o in RESUMABLE]  # offline
     stopped = run_train(*with_wandb, "model=vae", f"hydra.run.dir={run}", *KILL,
@@ -154,7 +179,7 @@ def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_r
     assert f"resume={run}" in command and "model=vae" in command
     again = run_train(*[c for c in command if not c.startswith("+callbacks.kill")])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert checkpoint(run)["global_step"] == 8
+    assert_same_tensors(final_tensors(uninterrupted("vae")), final_tensors(run))
     continued = json.loads((run / "run.json").read_text())
     assert continued["status"] == "finished"
     # one W&B run: the continued process resumed the same run id (offline: a second folder of
@@ -218,3 +243,24 @@ def test_the_slurm_signal_writes_the_checkpoint_then_lets_submitit_requeue(tmp_p
     assert resume_checkpoint(None, None, tmp_path) == str(tmp_path / "checkpoints" /
                                                           "interrupted.ckpt")
     assert resume_checkpoint(None, None, tmp_path / "new") is None  # requeued before one
+
+
+def test_the_training_batches_continue_from_the_batch_a_checkpoint_stopped_at():
+    from genlab.data.datamodule import TensorBatches
+
+    images, labels = torch.arange(20).view(20, 1, 1, 1), torch.arange(20)
+
+    def batches(epoch: int) -> TensorBatches:
+        return TensorBatches(images, labels, 3, shuffle=True, drop_last=True, seed=7,
+                             epoch_fn=lambda: epoch, consumed_fn=lambda: 4)
+
+    order = [x.flatten().tolist() for x, _ in batches(1)]
+    stopped = batches(1).state_dict()
+    assert stopped == {"epoch": 1, "batches": 4}
+    resumed = batches(1)
+    resumed.load_state_dict(stopped)
+    assert [x.flatten().tolist() for x, _ in resumed] == order[4:]
+    assert [x.flatten().tolist() for x, _ in resumed] == order  # the next pass is whole
+    later = batches(2)
+    later.load_state_dict(stopped)  # a checkpoint of an earlier epoch skips nothing
+    assert len(list(later)) == len(order) == 6

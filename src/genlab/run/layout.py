@@ -2,7 +2,10 @@
 the configs, which must agree: tests check), evaluate.py and the review tool (genlab-review)
 read them.
 
-    <run>/checkpoints/last.ckpt        the newest checkpoint (every epoch, for resuming)
+    <run>/checkpoints/last.ckpt        the newest checkpoint (every epoch, and every N steps
+                                       with callbacks.step_checkpoint; for resuming)
+    <run>/checkpoints/interrupted.ckpt where a signal stopped training (genlab.callbacks.
+                                       interruption)
     <run>/checkpoints/best-*.ckpt      the best by the model's monitored metric
     <run>/samples/samples.png          sample grid from fixed noise (and samples_epochNNNN.png)
     <run>/samples/reconstructions.png  for models that reconstruct (and _epochNNNN.png)

@@ -116,7 +116,7 @@ MODEL_CHECKPOINT_KEYS = {
     "every_n_epochs": Annotated[int, Range(0)] | None,
     "every_n_train_steps": Annotated[int, Range(0)] | None,
     "auto_insert_metric_name": bool, "save_weights_only": bool,
-    "save_on_train_epoch_end": bool | None,
+    "save_on_train_epoch_end": bool | None, "enable_version_counter": bool,
 }
 # Lightning's file loggers (conf/logger/tensorboard.yaml, csv.yaml).
 TENSORBOARD_KEYS = {"save_dir": str, "name": str | None,
