@@ -1,10 +1,12 @@
 """Resuming a training run: a run killed with kill -9 after a checkpoint and resumed from it ends
 with the same weights, bit for bit, as the uninterrupted run (CPU, trainer.deterministic=true);
 the global random state travels in the checkpoint; SIGTERM and Ctrl-C stop a run with a
-checkpoint and the command that continues it."""
+checkpoint and the command that continues it; a disk that fills during a checkpoint write
+leaves the previous checkpoint whole."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -264,3 +266,97 @@ def test_the_training_batches_continue_from_the_batch_a_checkpoint_stopped_at():
     later = batches(2)
     later.load_state_dict(stopped)  # a checkpoint of an earlier epoch skips nothing
     assert len(list(later)) == len(order) == 6
+
+
+def disk_fills_up(monkeypatch, room: int, target: str = "") -> list[str]:
+    """From now on, the writes of genlab's atomic writer into a temporary file for `target`
+    (any, when empty) fail with ENOSPC once `room` bytes were written, the bytes that fit
+    written to disk. Returns the temporary files that filled up."""
+    from genlab.files import atomic
+
+    filled = []
+
+    class Filling:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data) -> int:
+            data = bytes(data)
+            if self.written + len(data) > room:
+                self.f.write(data[: room - self.written])
+                self.f.flush()
+                filled.append(self.f.name)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.written += len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)
+        return Filling(f) if target in Path(path).name else f
+
+    monkeypatch.setattr(atomic, "open", fake_open, raising=False)
+    return filled
+
+
+def test_a_disk_that_fills_during_a_checkpoint_write_leaves_the_previous_one_whole(
+        tmp_path, monkeypatch):
+    """Lightning's checkpoint writer in train.py (AtomicCheckpointIO): the write of a new
+    last.ckpt fails midway with ENOSPC; the old last.ckpt is byte for byte what it was and
+    loads, and no temporary file is left."""
+    from genlab.run.checkpoint import AtomicCheckpointIO, load_checkpoint
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    config = {"model": {"_target_": "genlab.models.vae.VAE"},
+              "data": {"_target_": "genlab.data.ImageDataModule"}}
+    AtomicCheckpointIO().save_checkpoint({"genlab_config": config, "global_step": 4,
+                                          "state_dict": {"w": torch.ones(1000)}}, path)
+    before = path.read_bytes()
+    filled = disk_fills_up(monkeypatch, room=3000)
+    with pytest.raises(RuntimeError) as failed:  # torch.save's, about the failed write
+        AtomicCheckpointIO().save_checkpoint({"genlab_config": config, "global_step": 6,
+                                              "state_dict": {"w": torch.zeros(10**5)}}, path)
+    assert failed.value.__context__.errno == errno.ENOSPC
+    assert filled and Path(filled[0]).parent == path.parent  # it failed midway, beside it
+    assert path.read_bytes() == before
+    assert load_checkpoint(path)["global_step"] == 4
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_training_on_a_full_disk_ends_in_a_paragraph_naming_the_intact_checkpoint(
+        compose, tmp_path, monkeypatch):
+    """In train(): the first epoch's checkpoints are written, then the disk fills up, and the
+    rewrite of last.ckpt after the second epoch fails midway: a GenlabError says so, names the
+    newest intact checkpoint and the command that continues the run; last.ckpt is the first
+    epoch's, whole."""
+    from genlab.models.vae import VAE
+    from genlab.run import train
+    from genlab.run.checkpoint import load_checkpoint
+
+    def fill_in_epoch_one(self):
+        if self.current_epoch == 1:
+            disk_fills_up(monkeypatch, room=1000, target="last.ckpt")
+
+    monkeypatch.setattr(VAE, "on_train_epoch_start", fill_in_epoch_one)
+    tiny = [o for o in RESUMABLE if not o.startswith("+trainer.limit_train_batches")]
+    cfg = compose([*tiny, "model=vae", "+trainer.limit_train_batches=1",
+                   "~callbacks.sample_grid", "~callbacks.reconstruction_grid"])
+    with pytest.raises(GenlabError) as failed:
+        train(cfg)
+    message, last = str(failed.value), tmp_path / "checkpoints" / "last.ckpt"
+    assert message.startswith("The disk is full: training stopped because a write failed "
+                              "(No space left on device). The newest complete checkpoint")
+    assert f"{newest_checkpoint(tmp_path)}, is intact" in message
+    assert message.endswith(f"resume={tmp_path}")
+    assert load_checkpoint(last)["global_step"] == 1
+    # the second epoch's best checkpoint, written before the disk filled, is the newest
+    best = tmp_path / "checkpoints" / "best-epoch001.ckpt"
+    assert sorted(last.parent.iterdir()) == [best, last] and newest_checkpoint(tmp_path) == best

@@ -1,4 +1,4 @@
-"""Reading checkpoints written by train.py, safely.
+"""Reading checkpoints written by train.py, safely; writing them atomically.
 
 A checkpoint is a pickle, and unpickling an arbitrary pickle runs arbitrary code. genlab
 checkpoints hold only tensors and plain containers (dicts, lists, numbers, strings: the run
@@ -7,6 +7,14 @@ config is stored as plain containers, hyperparameters as plain values), so they 
 fails to load instead of running anything. Every path that reads a checkpoint goes through
 here first (evaluate.py, `train.py ckpt_path=`), and Lightning itself is told to load with
 `weights_only=True` too (`genlab.run.train`).
+
+Writing: `AtomicCheckpointIO` makes Lightning write every checkpoint through
+`genlab.files.atomic.atomic_write` (a temporary file in the checkpoint's own folder, fsynced,
+then `os.replace`d over the old file), so a full disk, a crash or a kill during a save leaves
+the previous checkpoint whole. Lightning's own writer stages the bytes in the system's
+temporary folder (`tempfile.mkstemp()`) and moves them into place: across file systems
+(/tmp local, the run on a network disk, as on most clusters) that move is a copy into the
+target, which truncates the previous checkpoint first.
 """
 
 from __future__ import annotations
@@ -17,14 +25,26 @@ import re
 from pathlib import Path
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from genlab.callbacks.config import CONFIG_KEY
 from genlab.errors import GenlabError
+from genlab.files.atomic import atomic_write
 from genlab.run.layout import RunLayout
 
 # Globals that a safe genlab checkpoint may hold beyond torch's default allow-list: none today
 # (see tests/test_run.py for the checkpoints of earlier releases that must keep loading).
 SAFE_GLOBALS: list = []
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer for local paths, through `atomic_write`."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:  # Lightning's error: no storage options here
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_write(path) as f:
+            torch.save(checkpoint, f)
 
 
 def _load(path: Path) -> object:

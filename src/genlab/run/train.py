@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import shlex
 import sys
@@ -20,9 +21,10 @@ from genlab.callbacks.randomness import RandomState
 from genlab.callbacks.record import RunRecord
 from genlab.callbacks.validation import ValidateAtMaxSteps
 from genlab.config import register_resolvers
+from genlab.errors import GenlabError
 from genlab.nets.ema import EMA
 from genlab.run.build import build_data_and_model
-from genlab.run.checkpoint import resume_checkpoint
+from genlab.run.checkpoint import AtomicCheckpointIO, newest_checkpoint, resume_checkpoint
 from genlab.run.loggers import (
     build_loggers,
     close_wandb,
@@ -55,6 +57,31 @@ def resume_command(cfg: DictConfig) -> str:
                        f"resume={cfg.paths.output_dir}"])
 
 
+def no_space_left(err: BaseException | None) -> OSError | None:
+    """The "no space left on device" error behind `err`, if any (torch.save reports a failed
+    write of its file as a RuntimeError, with the OSError as its context)."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def disk_full(cfg: DictConfig, err: OSError) -> str:
+    """What to do when the disk filled up during training."""
+    where = f"writing {err.filename} failed" if err.filename else "a write failed"
+    why = err.strerror or "no space left on device"
+    newest = newest_checkpoint(cfg.paths.output_dir)
+    if newest is None:
+        return (f"The disk is full: training stopped because {where} ({why}), before the first "
+                f"checkpoint of {cfg.paths.output_dir} was written. Free some space and start "
+                "the run again.")
+    return (f"The disk is full: training stopped because {where} ({why}). The newest complete "
+            f"checkpoint, {newest}, is intact: checkpoints are written to a temporary file that "
+            "replaces the previous one only once complete. Free some space, then continue the "
+            f"run with: {resume_command(cfg)}")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit the model, test the best checkpoint, and return `optimized_metric` (null: the
     model's monitored metric; its best value when the checkpoint callback tracks it, else its
@@ -81,11 +108,18 @@ def train(cfg: DictConfig) -> float | None:
                                                                         cfg.paths.output_dir))
         if not loggers:  # logger=none: there is nowhere to log learning rates to
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                              plugins=[AtomicCheckpointIO()])
         # weights_only: Lightning's torch.load of ckpt_path (checked by validate_train with the
         # same setting) and of the best checkpoint never unpickles anything but tensors and
         # plain containers (genlab.run.checkpoint).
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except Exception as err:
+            full = no_space_left(err)
+            if full is None:
+                raise
+            raise GenlabError(disk_full(cfg, full)) from None
         metric = cfg.get("optimized_metric") or model.monitor
         checkpoint = trainer.checkpoint_callback
         score = None
