@@ -192,18 +192,6 @@ def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_r
                                      for f in folders), folders
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_at_the_end_of_the_batch_with_a_checkpoint(tmp_path):
-    run = tmp_path / "run"
-    stopped = run_train(*RESUMABLE, "model=vae", f"hydra.run.dir={run}", *KILL,
-                        "+callbacks.kill.step=2", f"+callbacks.kill.signum={int(signal.SIGINT)}")
-    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
-    assert "SIGINT stopped training at epoch 0, step 3" in stopped.stderr
-    assert "Traceback" not in stopped.stderr
-    assert torch.load(run / "checkpoints" / "interrupted.ckpt",
-                      weights_only=True)["global_step"] == 3
-
-
 class _Trainer:
     """What StopOnSignal reads of a trainer, and a save_checkpoint that records its calls."""
     received_sigterm, current_epoch, global_step, is_global_zero = False, 0, 5, True
@@ -213,6 +201,31 @@ class _Trainer:
 
     def save_checkpoint(self, path, weights_only=None):
         self.calls.append(("saved", Path(path).name))
+
+
+def test_ctrl_c_stops_at_the_end_of_the_batch_and_a_second_one_at_once(tmp_path):
+    """The first Ctrl-C is only noted; the batch under way ends, the checkpoint is written and
+    the run stops with status 130; after it (or a second Ctrl-C) SIGINT is Python's
+    KeyboardInterrupt again."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from genlab.callbacks.interruption import StopOnSignal
+
+    calls = []
+    stop, trainer = StopOnSignal(tmp_path, "python train.py resume=x"), _Trainer(calls)
+    stop.on_train_start(trainer, None)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert calls == [] and stop.received == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C: at once
+            os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(SIGTERMException) as stopped:
+            stop.on_train_batch_end(trainer)
+        assert calls == [("saved", "interrupted.ckpt")]
+        assert stopped.value.code == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_the_slurm_signal_writes_the_checkpoint_then_lets_submitit_requeue(tmp_path, monkeypatch):
