@@ -228,6 +228,23 @@ def test_ctrl_c_stops_at_the_end_of_the_batch_and_a_second_one_at_once(tmp_path)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def test_sigterm_during_the_test_after_fitting_stops_at_once(tmp_path):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from genlab.callbacks.interruption import StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopOnSignal(tmp_path, "python train.py resume=x")
+    stop.on_test_start(None, None)
+    try:
+        with pytest.raises(SIGTERMException) as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert stopped.value.code == 143
+    finally:
+        stop.on_exception(_Trainer([]), None, stopped.value)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_the_slurm_signal_writes_the_checkpoint_then_lets_submitit_requeue(tmp_path, monkeypatch):
     """submitit's handler of its pre-timeout signal (which requeues the job and exits) runs only
     once the batch under way has finished and the checkpoint is written; the requeued job then

@@ -9,7 +9,9 @@ moved into place), and the run ends with a message that names the checkpoint and
 that continues it (`python train.py <its overrides> resume=<run>`). Exit status 128 + the
 signal's number (143 for SIGTERM, 130 for Ctrl-C), run.json says "interrupted", the W&B run is
 closed. A second Ctrl-C stops at once (Lightning's KeyboardInterrupt handling; the previous
-checkpoint stays).
+checkpoint stays). During the test after fitting, SIGTERM stops at once (status 143): the
+training is over and its checkpoints are written, and a test (FID sampling, say) may run long
+between the points where Lightning looks at its SIGTERM flag.
 
 SIGTERM reaches us through Lightning's signal connector (`trainer.received_sigterm`), which
 otherwise would only stop at the end of the epoch, without a checkpoint and with status 0. The
@@ -104,4 +106,14 @@ class StopOnSignal(L.Callback):
             exception.code = 128 + signum
 
     def on_fit_end(self, trainer: L.Trainer, model) -> None:
+        self._restore()
+
+    def _stop_testing(self, signum: int, frame) -> None:
+        raise SIGTERMException(128 + signum)
+
+    def on_test_start(self, trainer: L.Trainer, model) -> None:
+        self._previous[signal.SIGTERM] = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._stop_testing)
+
+    def on_test_end(self, trainer: L.Trainer, model) -> None:
         self._restore()
