@@ -4,14 +4,15 @@ SIGTERM (what `kill`, a scheduler or a container runtime send), Ctrl-C (SIGINT) 
 launcher's pre-timeout signal (SIGUSR2, submitit's; `$SUBMITIT_PREEMPT_SIGNAL` when set) end
 training at the next batch boundary: the training batch under way finishes, the full training
 state (weights, optimizers, loops, data position, random state) is written to
-`<run>/checkpoints/interrupted.ckpt` through Lightning's checkpoint writer (a temporary file
-moved into place), and the run ends with a message that names the checkpoint and the command
-that continues it (`python train.py <its overrides> resume=<run>`). Exit status 128 + the
-signal's number (143 for SIGTERM, 130 for Ctrl-C), run.json says "interrupted", the W&B run is
-closed. A second Ctrl-C stops at once (Lightning's KeyboardInterrupt handling; the previous
-checkpoint stays). During the test after fitting, SIGTERM stops at once (status 143): the
-training is over and its checkpoints are written, and a test (FID sampling, say) may run long
-between the points where Lightning looks at its SIGTERM flag.
+`<run>/checkpoints/interrupted.ckpt` through the run's checkpoint writer
+(`genlab.run.checkpoint.AtomicCheckpointIO`: a temporary file renamed into place), and the run
+ends with a message that names the checkpoint and the command that continues it (`python
+train.py <its overrides> resume=<run>`). Exit status 128 + the signal's number (143 for SIGTERM,
+130 for Ctrl-C), run.json says "interrupted", the W&B run is closed. A second Ctrl-C stops at
+once (Lightning's KeyboardInterrupt handling; the previous checkpoint stays). During the test
+after fitting, SIGTERM stops at once (status 143): the training is over and its checkpoints are
+written, and a test (FID sampling, say) may run long between the points where Lightning looks at
+its SIGTERM flag.
 
 SIGTERM reaches us through Lightning's signal connector (`trainer.received_sigterm`), which
 otherwise would only stop at the end of the epoch, without a checkpoint and with status 0. The

@@ -60,9 +60,11 @@ def resume_command(cfg: DictConfig) -> str:
 def no_space_left(err: BaseException | None) -> OSError | None:
     """The "no space left on device" error behind `err`, if any (torch.save reports a failed
     write of its file as a RuntimeError, with the OSError as its context)."""
-    while err is not None:
+    seen = set()
+    while err is not None and id(err) not in seen:
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             return err
+        seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
 
