@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.runs import run_train
+from helpers.runs import run_train, start_train
 
 from genlab.errors import GenlabError
 from genlab.run.checkpoint import newest_checkpoint, resume_checkpoint
@@ -61,19 +61,32 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """uninterrupted(model) -> the run directory of the uninterrupted run of that model (with
-    step checkpoints every 2 steps, which change nothing in the weights), made once."""
+    """uninterrupted(model) -> a function that waits for the uninterrupted run of that model
+    (with step checkpoints every 2 steps, which change nothing in the weights) and returns its
+    directory. The run starts in the background at the first call, once for the module, so
+    that it trains while the test's own runs do."""
     runs = {}
 
-    def run(model: str) -> Path:
+    def start(model: str):
         if model not in runs:
-            runs[model] = tmp_path_factory.mktemp("full") / model
-            done = run_train(*RESUMABLE, *MODEL[model], f"hydra.run.dir={runs[model]}",
-                             *STEP_CHECKPOINTS)
-            assert done.returncode == 0, done.stderr[-3000:]
-        return runs[model]
+            folder = tmp_path_factory.mktemp("full") / model
+            log = folder.with_suffix(".log")
+            runs[model] = folder, log, start_train(*RESUMABLE, *MODEL[model],
+                                                   f"hydra.run.dir={folder}",
+                                                   *STEP_CHECKPOINTS, log=log)
+        folder, log, process = runs[model]
 
-    return run
+        def wait() -> Path:
+            assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+            return folder
+
+        return wait
+
+    yield start
+    for _, _, process in runs.values():  # a failed test may have left one running
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def kill_and_resume(tmp_path: Path, overrides: list[str], kill_step: int, saved_at: int) -> Path:
@@ -103,6 +116,7 @@ def test_a_run_killed_in_its_second_epoch_and_resumed_ends_bitwise_equal(
     included) and optimizer state equals the uninterrupted run's."""
     full = uninterrupted(model)
     resumed = kill_and_resume(tmp_path, [*MODEL[model], *overrides], kill_step, saved_at)
+    full = full()
     assert checkpoint(resumed)["global_step"] == checkpoint(full)["global_step"]  # same folder
     assert_same_tensors(final_tensors(full), final_tensors(resumed))
 
@@ -166,7 +180,7 @@ def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_r
     (the batch under way finished), run.json "interrupted", a message naming the checkpoint and
     the command; that command continues the run in its folder, and its W&B run, to the end,
     where its weights equal the uninterrupted run's (a mid-epoch resume)."""
-    run = tmp_path / "run"
+    full, run = uninterrupted("vae"), tmp_path / "run"
     with_wandb = [o if o != "logger=none" else "logger=wandb" for o in RESUMABLE]  # offline
     stopped = run_train(*with_wandb, "model=vae", f"hydra.run.dir={run}", *KILL,
                         "+callbacks.kill.step=6", f"+callbacks.kill.signum={int(signal.SIGTERM)}")
@@ -181,7 +195,7 @@ def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_r
     assert f"resume={run}" in command and "model=vae" in command
     again = run_train(*[c for c in command if not c.startswith("+callbacks.kill")])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert_same_tensors(final_tensors(uninterrupted("vae")), final_tensors(run))
+    assert_same_tensors(final_tensors(full()), final_tensors(run))
     continued = json.loads((run / "run.json").read_text())
     assert continued["status"] == "finished"
     # one W&B run: the continued process resumed the same run id (offline: a second folder of
