@@ -98,8 +98,8 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
 
 
 def newest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The most recently written checkpoint of a run directory (last.ckpt, best-*.ckpt, step
-    checkpoints, interrupted.ckpt), or None."""
+    """The most recently written checkpoint of a run directory (last.ckpt, best-*.ckpt,
+    step.ckpt, interrupted.ckpt), or None."""
     found = [p for p in RunLayout(Path(run_dir)).checkpoints.glob("*.ckpt") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 

@@ -2,8 +2,8 @@
 the configs, which must agree: tests check), evaluate.py and the review tool (genlab-review)
 read them.
 
-    <run>/checkpoints/last.ckpt        the newest checkpoint (every epoch, and every N steps
-                                       with callbacks.step_checkpoint; for resuming)
+    <run>/checkpoints/last.ckpt        the newest checkpoint (every epoch, for resuming)
+    <run>/checkpoints/step.ckpt        every N training steps (callbacks.step_checkpoint)
     <run>/checkpoints/interrupted.ckpt where a signal stopped training (genlab.callbacks.
                                        interruption)
     <run>/checkpoints/best-*.ckpt      the best by the model's monitored metric
