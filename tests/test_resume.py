@@ -158,8 +158,13 @@ def test_resume_picks_the_newest_checkpoint_of_a_run_and_says_what_to_do_without
         (checkpoints / name).write_bytes(b"")
         os.utime(checkpoints / name, (written, written))
     assert resume_checkpoint(None, str(tmp_path / "run")) == str(checkpoints / "last.ckpt")
+    (tmp_path / "run" / "hpc_ckpt_1.ckpt").write_bytes(b"")  # Lightning's SLURM requeue's
+    assert resume_checkpoint(None, str(tmp_path / "run")) == str(tmp_path / "run" /
+                                                                 "hpc_ckpt_1.ckpt")
     assert resume_checkpoint("a.ckpt", None) == "a.ckpt"
     assert resume_checkpoint(None, None) is None
+    with pytest.raises(GenlabError, match="ckpt_path=last is one of Lightning's shorthands"):
+        resume_checkpoint("last", None)
     with pytest.raises(GenlabError, match="are both set: give one"):
         resume_checkpoint("a.ckpt", str(tmp_path / "run"))
 

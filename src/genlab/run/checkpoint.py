@@ -99,8 +99,11 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
 
 def newest_checkpoint(run_dir: str | Path) -> Path | None:
     """The most recently written checkpoint of a run directory (last.ckpt, best-*.ckpt,
-    step.ckpt, interrupted.ckpt), or None."""
-    found = [p for p in RunLayout(Path(run_dir)).checkpoints.glob("*.ckpt") if p.is_file()]
+    step.ckpt, interrupted.ckpt; and hpc_ckpt_<n>.ckpt, which Lightning's SLURM auto-requeue
+    writes into the run directory on SIGUSR1), or None."""
+    layout = RunLayout(Path(run_dir))
+    found = [p for p in [*layout.checkpoints.glob("*.ckpt"), *layout.root.glob("hpc_ckpt_*.ckpt")]
+             if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
@@ -120,6 +123,11 @@ def resume_checkpoint(ckpt_path: str | None, resume: str | None,
                           "resume=<run dir> continues that run from its newest checkpoint, in its "
                           "directory; ckpt_path=<file> starts a new run directory from a "
                           "checkpoint.")
+    if ckpt_path in ("last", "best", "hpc"):
+        raise GenlabError(f"ckpt_path={ckpt_path} is one of Lightning's shorthands, which name no "
+                          "run here: continue a run with resume=<its directory> (e.g. "
+                          "resume=outputs/train/runs/<date>_<time>: its newest checkpoint), or "
+                          "give ckpt_path=<the path of a checkpoint file>.")
     if ckpt_path:
         return str(ckpt_path)
     if resume:
