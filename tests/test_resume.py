@@ -163,8 +163,12 @@ def test_resume_picks_the_newest_checkpoint_of_a_run_and_says_what_to_do_without
                                                                  "hpc_ckpt_1.ckpt")
     assert resume_checkpoint("a.ckpt", None) == "a.ckpt"
     assert resume_checkpoint(None, None) is None
-    with pytest.raises(GenlabError, match="ckpt_path=last is one of Lightning's shorthands"):
-        resume_checkpoint("last", None)
+    with pytest.raises(GenlabError, match="ckpt_path=best is one of Lightning's shorthands"):
+        resume_checkpoint("best", None)
+    assert resume_checkpoint("last", None, tmp_path / "run") == str(tmp_path / "run" /
+                                                                    "hpc_ckpt_1.ckpt")
+    with pytest.raises(GenlabError, match=r"ckpt_path=last with hydra.run.dir=\S+ does not "):
+        resume_checkpoint("last", None, tmp_path / "elsewhere")
     with pytest.raises(GenlabError, match="are both set: give one"):
         resume_checkpoint("a.ckpt", str(tmp_path / "run"))
 

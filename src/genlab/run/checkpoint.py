@@ -116,18 +116,23 @@ def requeued() -> bool:
 def resume_checkpoint(ckpt_path: str | None, resume: str | None,
                       run_dir: str | Path | None = None) -> str | None:
     """The checkpoint train.py starts from: `ckpt_path`; or with `resume=<run dir>` the newest
-    checkpoint of that run (a GenlabError when it has none); or, in a requeued SLURM job, the
-    newest checkpoint of its own run directory `run_dir`, if any; else None (a new run)."""
+    checkpoint of that run (a GenlabError when it has none; `ckpt_path=last` is the same for
+    this run's own directory `run_dir`, hydra.run.dir); or, in a requeued SLURM job, the newest
+    checkpoint of `run_dir`, if any; else None (a new run)."""
     if ckpt_path and resume:
         raise GenlabError(f"ckpt_path={ckpt_path} and resume={resume} are both set: give one. "
                           "resume=<run dir> continues that run from its newest checkpoint, in its "
                           "directory; ckpt_path=<file> starts a new run directory from a "
                           "checkpoint.")
-    if ckpt_path in ("last", "best", "hpc"):
+    if ckpt_path in ("best", "hpc"):
         raise GenlabError(f"ckpt_path={ckpt_path} is one of Lightning's shorthands, which name no "
                           "run here: continue a run with resume=<its directory> (e.g. "
                           "resume=outputs/train/runs/<date>_<time>: its newest checkpoint), or "
                           "give ckpt_path=<the path of a checkpoint file>.")
+    if ckpt_path == "last":  # the same as resume=<this run's directory>
+        ckpt_path, resume, key = None, str(run_dir), "ckpt_path=last with hydra.run.dir"
+    else:
+        key = "resume"
     if ckpt_path:
         return str(ckpt_path)
     if resume:
@@ -136,7 +141,7 @@ def resume_checkpoint(ckpt_path: str | None, resume: str | None,
         if newest is None:
             what = "does not exist" if not layout.root.is_dir() else \
                 f"holds no checkpoint ({layout.checkpoints}/*.ckpt is empty or missing)"
-            raise GenlabError(f"resume={resume} {what}. Give the directory of a train.py run "
+            raise GenlabError(f"{key}={resume} {what}. Give the directory of a train.py run "
                               "that wrote a checkpoint, e.g. resume=outputs/train/runs/<date>_"
                               "<time>: checkpoints are written at the end of every epoch, every "
                               "callbacks.model_checkpoint.every_n_train_steps steps when set, and "
