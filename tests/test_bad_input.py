@@ -53,6 +53,9 @@ CASES = [
     Case("checkpoint of another model", ("train.py", "data=digits", "ckpt_path={gan_ckpt}"),
          ("ckpt_path={gan_ckpt} holds a model with model._target_",)),
     # -- configuration values -------------------------------------------------------------------
+    Case("resume of a folder without checkpoints",
+         ("train.py", "data=digits", "resume={empty_run}", "hydra.run.dir={empty_run}"),
+         ("resume={empty_run} holds no checkpoint",)),
     Case("precision=64", ("train.py", "precision=64"), ("precision=64 is not valid",)),
     Case("data.batch_size=0", ("train.py", "data.batch_size=0"),
          ("data.batch_size=0 is out of range: it must be an integer >= 1",)),
@@ -173,9 +176,11 @@ def make_inputs(tmp: Path) -> dict[str, str | None]:
     from test_validate import write_malicious_checkpoint
 
     write_malicious_checkpoint(tmp / "evil.ckpt", tmp / "written-by-the-checkpoint")
+    (tmp / "empty_run" / "checkpoints").mkdir(parents=True)
     assert CONFIG_KEY == "genlab_config"
     return {"tmp": str(tmp), "evil": str(tmp / "evil.ckpt"), "garbage": str(tmp / "garbage.zip"),
             "corrupt_ckpt": str(tmp / "corrupt.ckpt"), "corrupt_root": str(root),
+            "empty_run": str(tmp / "empty_run"),
             "imgs60": str(tmp / "imgs60"), "imgs40": str(tmp / "imgs40"),
             "imgs48": str(tmp / "imgs48"),
             "gan_ckpt": str(REPO / "tests" / "fixtures" / "checkpoints" / "gan-53273f2.ckpt"),

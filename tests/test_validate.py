@@ -254,6 +254,11 @@ def test_other_precisions_are_refused_with_the_valid_spellings(typed, compose):
     (["+model.optimizer.momentum=0.9"], "model.optimizer.momentum is not a key"),
     (["callbacks.sample_grid.n=0"], "callbacks.sample_grid.n=0 is out of range"),
     (["callbacks.model_checkpoint.save_top_k=-2"], "save_top_k=-2 is out of range"),
+    (["callbacks.step_checkpoint.every_n_train_steps=-5"],
+     "callbacks.step_checkpoint.every_n_train_steps=-5 is out of range"),
+    (["resume=7"], "resume=7 is not valid"),
+    (["resume=/elsewhere"], "resume=/elsewhere continues a run in its own directory, but this "
+                            "run writes to"),
     (["seed=-1"], "seed=-1 is out of range"),
     (["logger=[tensorboard,csv]", "logger.tensorboard.default_hp_metric=maybe"],
      "logger.tensorboard.default_hp_metric='maybe' is not valid"),

@@ -44,7 +44,14 @@ def wandb_offline() -> bool:
         return True
 
 
+def run_dir(resume: str | None, new: str) -> str:
+    """The run directory (hydra.run.dir): the one `resume` names, else a new one."""
+    return os.path.abspath(os.path.expanduser(resume)) if resume else new
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", run_dir)
     if not OmegaConf.has_resolver("wandb_offline"):
         OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("lightning_precision"):

@@ -3,6 +3,9 @@ models trained directly in Python."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +20,28 @@ SMALL_RUN = ["trainer=cpu", "logger=none", "test=false", "trainer.max_steps=1",
              "~callbacks.progress_bar", "~callbacks.model_summary",
              "+trainer.num_sanity_val_steps=0",
              "+trainer.enable_progress_bar=false", "data.batch_size=8", "data.eval_batch_size=8"]
+
+
+def _train_process(overrides: tuple[str, ...]) -> dict:
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))}
+    return {"args": [sys.executable, str(tests.parent / "train.py"), *overrides],
+            "cwd": tests.parent, "env": env}
+
+
+def run_train(*overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """python train.py <overrides> in the repository, W&B offline, with tests/ on PYTHONPATH so
+    that the config can name the helpers' callbacks (helpers.kill.KillAt)."""
+    return subprocess.run(**_train_process(overrides), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_train(*overrides: str, log: Path) -> subprocess.Popen:
+    """run_train, started in the background (its output into the file `log`): wait() for it."""
+    with open(log, "w") as out:
+        return subprocess.Popen(**_train_process(overrides), stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
 
 
 def fake_data_overrides(dataset: str, root: Path) -> list[str]:

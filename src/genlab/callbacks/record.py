@@ -137,7 +137,7 @@ class RunRecord(L.Callback):
     def on_exception(self, trainer: L.Trainer, model, exception: BaseException) -> None:
         if not self.record:
             return
-        interrupted = isinstance(exception, KeyboardInterrupt)
+        interrupted = isinstance(exception, (KeyboardInterrupt, SystemExit))  # signals
         error = f"{type(exception).__name__}: {exception}"
         if not interrupted:
             log.error("the run failed: %s", error)  # into train.log, for genlab-review

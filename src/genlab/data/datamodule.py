@@ -34,14 +34,29 @@ class TensorBatches:
     Shuffling draws a permutation from `seed` and the epoch (read through `epoch_fn`), so runs
     and resumed runs see the same order. Under DDP each rank takes every `world_size`-th index
     of the permutation; for training, every rank gets the same number of batches.
+
+    Resumable mid-epoch: Lightning stores `state_dict()` (the epoch and the batches training
+    has consumed in it, read through `consumed_fn`) in checkpoints and gives it back through
+    `load_state_dict` when training resumes; the next iteration over that same epoch then skips
+    the consumed batches, so a run resumed from a checkpoint written mid-epoch continues with
+    the batch it stopped at.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  shuffle: bool = False, drop_last: bool = False, seed: int = 0,
-                 epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, world_size: int = 1):
+                 epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, world_size: int = 1,
+                 consumed_fn: Callable[[], int] = lambda: 0):
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch_fn, self.rank, self.world_size = seed, epoch_fn, rank, world_size
+        self.consumed_fn = consumed_fn
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch_fn(), "batches": self.consumed_fn()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
 
     def _indices(self) -> torch.Tensor:
         n = len(self.images)
@@ -64,7 +79,9 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = self._indices()
-        for i in range(len(self)):
+        resume, self._resume = self._resume or {}, None
+        start = resume["batches"] if resume.get("epoch") == self.epoch_fn() else 0
+        for i in range(start, len(self)):
             batch = indices[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.images[batch], self.labels[batch]
 
@@ -251,6 +268,8 @@ class ImageDataModule(L.LightningDataModule):
             epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
+            consumed_fn=(lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            if train and trainer is not None else (lambda: 0),
         )
 
     def train_dataloader(self) -> TensorBatches:

@@ -3,6 +3,9 @@ the configs, which must agree: tests check), evaluate.py and the review tool (ge
 read them.
 
     <run>/checkpoints/last.ckpt        the newest checkpoint (every epoch, for resuming)
+    <run>/checkpoints/step.ckpt        every N training steps (callbacks.step_checkpoint)
+    <run>/checkpoints/interrupted.ckpt where a signal stopped training (genlab.callbacks.
+                                       interruption)
     <run>/checkpoints/best-*.ckpt      the best by the model's monitored metric
     <run>/samples/samples.png          sample grid from fixed noise (and samples_epochNNNN.png)
     <run>/samples/reconstructions.png  for models that reconstruct (and _epochNNNN.png)

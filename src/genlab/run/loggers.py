@@ -67,10 +67,22 @@ def training_wandb_run(ckpt_path: str | Path) -> dict | None:
         return None
 
 
-def build_loggers(cfg: DictConfig, resume_wandb: dict | None = None) -> list[Logger]:
+def continued_wandb_run(ckpt_path: str | Path | None, run_dir: str | Path) -> dict | None:
+    """The W&B run to continue: that of the run in `run_dir` when training resumes from one of
+    its own checkpoints (resume=, a requeued job), so that one run directory is one W&B run."""
+    layout = RunLayout.of_checkpoint(ckpt_path) if ckpt_path else None
+    if layout is None or layout.root != Path(run_dir).resolve():
+        return None
+    return training_wandb_run(ckpt_path)
+
+
+def build_loggers(cfg: DictConfig, resume_wandb: dict | None = None,
+                  continue_wandb: dict | None = None) -> list[Logger]:
     """Instantiate cfg.logger, filling the W&B run name, group and tags when left null. With
     `resume_wandb` (a training run's {id, project, entity}), the W&B logger resumes that run
-    (resume="allow") instead of starting one, and the config goes under `evaluate` in it."""
+    (resume="allow") instead of starting one, and the config goes under `evaluate` in it. With
+    `continue_wandb` (the same, for a training run continued in its directory), it resumes
+    that run as training: the same id, so its curves go on in one run."""
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         if name == "wandb" and logger_cfg.get("log_model") and logger_cfg.get("offline"):
@@ -95,6 +107,8 @@ def build_loggers(cfg: DictConfig, resume_wandb: dict | None = None) -> list[Log
                 if logger_cfg.get("tags") is None:
                     logger_cfg.tags = [t for t in (_hydra_choice("model"),
                                                    cfg.get("data", {}).get("name")) if t]
+                if continue_wandb:
+                    logger_cfg.id, logger_cfg.resume = continue_wandb["id"], "allow"
         loggers.append(instantiate(logger_cfg))
     params = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:

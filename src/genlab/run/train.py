@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import errno
 import re
+import shlex
+import sys
 import warnings
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from genlab.callbacks.config import StoreConfig
+from genlab.callbacks.interruption import StopOnSignal
+from genlab.callbacks.randomness import RandomState
 from genlab.callbacks.record import RunRecord
 from genlab.callbacks.validation import ValidateAtMaxSteps
 from genlab.config import register_resolvers
+from genlab.errors import GenlabError
 from genlab.nets.ema import EMA
 from genlab.run.build import build_data_and_model
-from genlab.run.loggers import build_loggers, close_wandb, quiet_library_noise
+from genlab.run.checkpoint import AtomicCheckpointIO, newest_checkpoint, resume_checkpoint
+from genlab.run.loggers import (
+    build_loggers,
+    close_wandb,
+    continued_wandb_run,
+    quiet_library_noise,
+)
 from genlab.run.validate import validate_train
 
 register_resolvers()
@@ -36,6 +49,41 @@ def expect_ema_in_eval_mode(model: torch.nn.Module) -> None:
             f"Found {len(in_eval)} module(s) in eval mode at the start of training."))
 
 
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this run: its command-line overrides and resume=<run dir>."""
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    keep = [o for o in given if o.split("=")[0].lstrip("+~") not in ("resume", "ckpt_path")]
+    return shlex.join(["python", sys.argv[0] or "train.py", *keep,
+                       f"resume={cfg.paths.output_dir}"])
+
+
+def no_space_left(err: BaseException | None) -> OSError | None:
+    """The "no space left on device" error behind `err`, if any (torch.save reports a failed
+    write of its file as a RuntimeError, with the OSError as its context)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def disk_full(cfg: DictConfig, err: OSError) -> str:
+    """What to do when the disk filled up during training."""
+    where = f"writing {err.filename} failed" if err.filename else "a write failed"
+    why = err.strerror or "no space left on device"
+    newest = newest_checkpoint(cfg.paths.output_dir)
+    if newest is None:
+        return (f"The disk is full: training stopped because {where} ({why}), before the first "
+                f"checkpoint of {cfg.paths.output_dir} was written. Free some space and start "
+                "the run again.")
+    return (f"The disk is full: training stopped because {where} ({why}). The newest complete "
+            f"checkpoint, {newest}, is intact: checkpoints are written to a temporary file that "
+            "replaces the previous one only once complete. Free some space, then continue the "
+            f"run with: {resume_command(cfg)}")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit the model, test the best checkpoint, and return `optimized_metric` (null: the
     model's monitored metric; its best value when the checkpoint callback tracks it, else its
@@ -51,19 +99,29 @@ def train(cfg: DictConfig) -> float | None:
     expect_ema_in_eval_mode(model)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += [StoreConfig(cfg), ValidateAtMaxSteps(),
+    callbacks += [StoreConfig(cfg), RandomState(), ValidateAtMaxSteps(),
+                  StopOnSignal(cfg.paths.output_dir, resume_command(cfg)),
                   RunRecord(cfg.paths.output_dir)]  # run.json: genlab-review
     failed = True
     try:
-        loggers = build_loggers(cfg)
+        ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"),
+                                      cfg.paths.output_dir)
+        loggers = build_loggers(cfg, continue_wandb=continued_wandb_run(ckpt_path,
+                                                                        cfg.paths.output_dir))
         if not loggers:  # logger=none: there is nowhere to log learning rates to
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                              plugins=[AtomicCheckpointIO()])
         # weights_only: Lightning's torch.load of ckpt_path (checked by validate_train with the
         # same setting) and of the best checkpoint never unpickles anything but tensors and
         # plain containers (genlab.run.checkpoint).
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"),
-                    weights_only=True)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except Exception as err:
+            full = no_space_left(err)
+            if full is None:
+                raise
+            raise GenlabError(disk_full(cfg, full)) from None
         metric = cfg.get("optimized_metric") or model.monitor
         checkpoint = trainer.checkpoint_callback
         score = None

@@ -49,8 +49,9 @@ BatchLimit = Annotated[int, Range(0)] | Share | None  # a number of batches, or 
 Seed = Annotated[int, Range(0, 2**32 - 1)]
 
 # Top-level keys of conf/train.yaml and conf/evaluate.yaml (precision: config.PRECISIONS).
-TRAIN_KEYS = {"seed": Seed, "ckpt_path": str | None, "test": bool, "compile": bool,
-              "channels_last": bool, "optimized_metric": str | None, "task_name": str}
+TRAIN_KEYS = {"seed": Seed, "ckpt_path": str | None, "resume": str | None, "test": bool,
+              "compile": bool, "channels_last": bool, "optimized_metric": str | None,
+              "task_name": str}
 EVALUATE_KEYS = {"seed": Seed, "ckpt_path": str, "split": Annotated[str, OneOf(("test", "val"))],
                  "sample_grid": Annotated[int, Range(0)], "wandb_table": Annotated[int, Range(0)],
                  "tasks": list[str], "task_name": str}
@@ -115,7 +116,7 @@ MODEL_CHECKPOINT_KEYS = {
     "every_n_epochs": Annotated[int, Range(0)] | None,
     "every_n_train_steps": Annotated[int, Range(0)] | None,
     "auto_insert_metric_name": bool, "save_weights_only": bool,
-    "save_on_train_epoch_end": bool | None,
+    "save_on_train_epoch_end": bool | None, "enable_version_counter": bool,
 }
 # Lightning's file loggers (conf/logger/tensorboard.yaml, csv.yaml).
 TENSORBOARD_KEYS = {"save_dir": str, "name": str | None,
@@ -282,6 +283,19 @@ def _check_model_and_data(model: DictConfig, data: DictConfig) -> tuple[type, ty
     return model_cls, data_cls
 
 
+def _check_resume(cfg: DictConfig) -> None:
+    """resume=<run dir> continues a run in its own directory: hydra.run.dir follows it
+    (conf/hydra/default.yaml), which a multirun's job directories cannot."""
+    resume, output_dir = cfg.get("resume"), OmegaConf.select(cfg, "paths.output_dir")
+    if not resume or output_dir is None:
+        return
+    if Path(resume).expanduser().resolve() != Path(output_dir).resolve():
+        raise GenlabError(f"resume={resume} continues a run in its own directory, but this run "
+                          f"writes to {output_dir} (a multirun job, or hydra.run.dir set "
+                          "too). Resume one run at a time, without -m and without "
+                          "hydra.run.dir.")
+
+
 def validate_train(cfg: DictConfig) -> None:
     """Check a train.py config (see the module docstring); raise GenlabError on the first
     mistake."""
@@ -292,14 +306,20 @@ def validate_train(cfg: DictConfig) -> None:
     for name, node in (cfg.get("callbacks") or {}).items():
         if isinstance(node, DictConfig) and "_target_" in node:
             check_node(node, f"callbacks.{name}")
-    if cfg.get("ckpt_path"):
-        from genlab.run.checkpoint import load_checkpoint
+    _check_resume(cfg)
+    from genlab.run.checkpoint import load_checkpoint, resume_checkpoint
 
-        stored = load_checkpoint(cfg.ckpt_path)["genlab_config"]["model"]
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.get("resume"),
+                                  OmegaConf.select(cfg, "paths.output_dir"))
+    if ckpt_path:
+        key = "ckpt_path" if cfg.get("ckpt_path") else "resume"
+        stored = load_checkpoint(ckpt_path, key)["genlab_config"]["model"]
+        what = f"ckpt_path={ckpt_path}" if key == "ckpt_path" else \
+            f"resume={cfg.resume} (its newest checkpoint, {Path(ckpt_path).name})"
         resolved = OmegaConf.to_container(cfg.model, resolve=True)
         for name in ("_target_", "image_shape"):
             if stored.get(name) != resolved.get(name):
-                raise GenlabError(f"ckpt_path={cfg.ckpt_path} holds a model with "
+                raise GenlabError(f"{what} holds a model with "
                                   f"model.{name}={yaml_repr(stored.get(name))}, but this run "
                                   f"configures {yaml_repr(resolved.get(name))}: resume with the "
                                   "overrides the checkpoint was trained with.")
