@@ -38,8 +38,10 @@
   rules that relate several keys; `genlab.run.validate` applies both at start-up, before any
   data is decoded. `evaluation_keys` names the keys `evaluate.py` may change on a trained model
   (sampling and evaluation settings; the others shape the network), `full_evaluation` the
-  settings it applies for the rigorous numbers (e.g. the VAE's K=1000), and
-  `accepts_dequantized_data` whether the family's likelihood allows `data.dequantize=true`.
+  settings it applies for the rigorous numbers (e.g. the VAE's K=1000),
+  `accepts_dequantized_data` whether the family's likelihood allows `data.dequantize=true`, and
+  `leaves_parameters_unused` whether some backward passes leave parameters without a gradient
+  (a GAN's alternating steps), which DDP must then look for (`genlab.run.train`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class GenerativeModule(L.LightningModule):
     evaluation_keys: ClassVar[frozenset[str]] = frozenset()
     # What evaluate.py sets over the stored config for its rigorous numbers, unless overridden.
     full_evaluation: ClassVar[Mapping[str, Any]] = {}
+    # Some backward passes leave parameters without a gradient: DDP must look for them.
+    leaves_parameters_unused: ClassVar[bool] = False
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,

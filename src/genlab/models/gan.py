@@ -54,6 +54,8 @@ class GAN(GenerativeModule):
     discriminator)."""
 
     has_likelihood = False
+    # the discriminator step leaves G without gradients, the generator step D (toggled off)
+    leaves_parameters_unused = True
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,

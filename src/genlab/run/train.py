@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import re
 import shlex
 import sys
@@ -34,6 +35,7 @@ from genlab.run.loggers import (
 from genlab.run.validate import validate_train
 
 register_resolvers()
+log = logging.getLogger(__name__)
 
 
 def expect_ema_in_eval_mode(model: torch.nn.Module) -> None:
@@ -84,6 +86,18 @@ def disk_full(cfg: DictConfig, err: OSError) -> str:
             f"run with: {resume_command(cfg)}")
 
 
+def ddp_strategy(cfg: DictConfig, model) -> dict:
+    """`strategy=ddp` for a model whose backward passes leave some parameters without a gradient
+    (a GAN: G in the discriminator step, D in the generator step) becomes Lightning's
+    `ddp_find_unused_parameters_true`: plain DDP stops at the first such step ("parameters
+    that were not used in producing the loss")."""
+    if cfg.trainer.get("strategy") == "ddp" and model.leaves_parameters_unused:
+        log.info("%s leaves some parameters without gradients in a step: DDP looks for them "
+                 "(strategy=ddp_find_unused_parameters_true)", type(model).__name__)
+        return {"strategy": "ddp_find_unused_parameters_true"}
+    return {}
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit the model, test the best checkpoint, and return `optimized_metric` (null: the
     model's monitored metric; its best value when the checkpoint callback tracks it, else its
@@ -111,7 +125,7 @@ def train(cfg: DictConfig) -> float | None:
         if not loggers:  # logger=none: there is nowhere to log learning rates to
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                              plugins=[AtomicCheckpointIO()])
+                              plugins=[AtomicCheckpointIO()], **ddp_strategy(cfg, model))
         # weights_only: Lightning's torch.load of ckpt_path (checked by validate_train with the
         # same setting) and of the best checkpoint never unpickles anything but tensors and
         # plain containers (genlab.run.checkpoint).
