@@ -14,6 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from genlab.callbacks.config import StoreConfig
@@ -92,8 +93,9 @@ def ddp_strategy(cfg: DictConfig, model) -> dict:
     `ddp_find_unused_parameters_true`: plain DDP stops at the first such step ("parameters
     that were not used in producing the loss")."""
     if cfg.trainer.get("strategy") == "ddp" and model.leaves_parameters_unused:
-        log.info("%s leaves some parameters without gradients in a step: DDP looks for them "
-                 "(strategy=ddp_find_unused_parameters_true)", type(model).__name__)
+        if rank_zero_only.rank == 0:
+            log.info("%s leaves some parameters without gradients in a step: DDP looks for "
+                     "them (strategy=ddp_find_unused_parameters_true)", type(model).__name__)
         return {"strategy": "ddp_find_unused_parameters_true"}
     return {}
 
