@@ -60,6 +60,9 @@ class EBM(GenerativeModule):
     evaluation_keys = frozenset({
         "step_size", "noise", "clamp", "grad_clip", "sample_steps", "long_run_steps",
         "sample_init", "inpaint_steps", "denoise_steps"})
+    restoration_methods = {
+        "inpaint": "Langevin chains with the known pixels clamped",
+        "denoise": "energy descent with a Gaussian measurement term"}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
