@@ -204,6 +204,9 @@ def test_restoration_tasks_give_four_rows_and_the_baselines():
         image_quality(deg.bicubic_upsample(deg.Downsample(2).forward(x), 2), x)["psnr"])
     assert result.metrics["beats_baseline"] == float(
         result.metrics["psnr"] > result.metrics["baseline_psnr"])
+    pixels = run_task("inpaint_pixels", model, TaskInputs(  # a mask per image, more than 8
+        x, None, torch.Generator().manual_seed(0), options={"images": 10}))
+    assert pixels.images.shape == (4 * 8, 1, SIZE, SIZE) and pixels.metrics["known_error"] == 0
     denoised = run_task("denoise", model, TaskInputs(x, None, torch.Generator().manual_seed(0),
                                                      options={"images": 4, "sigma": 0.2}))
     assert {"noisy_psnr", "baseline_filter_sigma", "baseline_psnr"} <= set(denoised.metrics)
@@ -238,3 +241,20 @@ def test_every_restoration_task_runs_through_evaluate(compose, tmp_path):
         assert metrics[f"task/{name}/images"] == 4
     assert metrics["task/inpaint/known_error"] == 0  # the known pixels pasted back
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
+def test_restoration_options_are_checked_at_start_up():
+    from omegaconf import OmegaConf
+
+    from genlab.models.vae import VAE
+    from genlab.run.validate import _check_tasks
+
+    for options, message in (({"inpaint_pixels": {"missing": 1.5}}, "missing"),
+                             ({"denoise": {"sigma": 0}}, "sigma"),
+                             ({"superres_x4": {"images": 0}}, "images"),
+                             ({"superres_x4": {"factor": 3}}, "factor")):
+        cfg = OmegaConf.create({"tasks": list(options), "task_options": options})
+        with pytest.raises(GenlabError, match=message):
+            _check_tasks(cfg, VAE)
+    _check_tasks(OmegaConf.create({"tasks": ["superres_x2"], "task_options": {
+        "superres_x2": {"images": 8}, "inpaint_pixels": {"missing": 0.5}}}), VAE)

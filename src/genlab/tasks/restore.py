@@ -122,7 +122,7 @@ def _run(name: str, degradation: Degradation, model, inputs: TaskInputs) -> Task
     if isinstance(operator, deg.GaussianNoise):
         metrics.update(image_quality(y.clamp(-1, 1), x, prefix="noisy_"))
     k = GRID_IMAGES
-    rows = [operator.pinv(y[:k]).clamp(-1, 1), restored[:k].clamp(-1, 1), baseline[:k], x[:k]]
+    rows = [operator.pinv(y)[:k].clamp(-1, 1), restored[:k].clamp(-1, 1), baseline[:k], x[:k]]
     return TaskResult(torch.cat(rows), nrow=len(rows[0]), metrics=metrics)
 
 
