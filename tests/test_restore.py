@@ -191,6 +191,23 @@ def test_vae_restoration_is_consistent_with_noise_free_measurements():
     assert (op.forward(restored) - op.forward(x)).abs().max() < 1e-5
 
 
+def test_energy_descent_with_a_noise_free_operator_finds_the_constrained_mode():
+    """For E(x) = ||x - mu||^2 / 2, the minimiser of E on {x : A(x) = y} is the projection of
+    mu, mu - A+(A(mu) - y); projected energy descent reaches it for each operator."""
+    from genlab.maths.langevin import descend_posterior_energy
+
+    mu = torch.full((2, 1, SIZE, SIZE), 0.2)
+
+    def energy(x):
+        return 0.5 * (x - mu).flatten(1).pow(2).sum(1)
+
+    for name in ("x2", "x4", "centre"):
+        op = operators()[name]
+        y = op.forward(images(2))
+        x = descend_posterior_energy(energy, y, 0.0, 200, 0.1, 1.0, clamp=False, operator=op)
+        assert torch.allclose(x, op.project(mu, y), atol=1e-5), name
+
+
 # -- tasks --------------------------------------------------------------------------------------
 def test_restoration_tasks_give_four_rows_and_the_baselines():
     torch.manual_seed(0)

@@ -5,10 +5,11 @@ plus its noise) and `sigma` (the noise std in [-1, 1] units, 0 if none); masks a
 operator it can (`genlab.tasks.restore`). Also the classical baselines that need no model:
 bicubic upsampling, mean and nearest fill, and a Gaussian filter.
 
-    operator              A                               A+
-    Mask(known)           x -> known * x                  y -> y (A+ = A; A is a projection)
-    Downsample(f)         mean of each f x f block        nearest upsampling (each block = y)
-    GaussianNoise(sigma)  identity, y = x + sigma n       identity
+    operator              A                               A+                              gram
+    Mask(known)           x -> known * x                  y -> y (A+ = A; A is a projection)  1
+    Downsample(f)         mean of each f x f block        nearest upsampling (each block = y) 1/f^2
+    GaussianNoise(sigma)  identity, y = x + sigma n       identity                            1
+(`gram` is g with A A^T = g I on the measurements, so A+ = A^T / g.)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Operator:
     """A linear degradation A with a pseudo-inverse; `sigma` > 0 adds Gaussian noise."""
 
     sigma: float = 0.0
+    gram: float = 1.0  # g with A A^T = g I on the measurements, so that A+ = A^T / g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -76,6 +78,10 @@ class Downsample(Operator):
     """Super-resolution: the mean of each `factor` x `factor` block (area averaging)."""
 
     factor: int
+
+    @property
+    def gram(self) -> float:
+        return 1 / self.factor ** 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, self.factor)

@@ -81,12 +81,11 @@ def restore_with(model, capability: str, y: torch.Tensor, operator: deg.Operator
     return model.restore(y, operator, labels, generator)
 
 
-
-
 def _images(inputs: TaskInputs, n: int, split: str | None = None
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The first n images of `split` (default the evaluated one) in [-1, 1], and their labels
-    when the inputs have labels; inputs.x itself when there is no datamodule."""
+    when the inputs have labels; inputs.x itself when there is no datamodule (a task called
+    directly, as in the tests: then the denoising baseline's filter is chosen on them too)."""
     if inputs.datamodule is None:
         labels = None if inputs.labels is None else inputs.labels[:n]
         return inputs.x[:n], labels
@@ -181,7 +180,7 @@ _register("inpaint_pixels", ("inpaint", "restore"),
           "Rows: a random 60% of pixels removed, inpainted, nearest fill, the originals.",
           {"missing": Annotated[float, Range(0, 1, low_open=True, high_open=True)]})
 _register("denoise", ("denoise", "restore"), Degradation(_noise, _gaussian_filter),
-          "Rows: noisy (sigma 0.3), denoised, the best Gaussian filter, the originals.",
+          "Rows: noisy, denoised, the best Gaussian filter, the originals.",
           {"sigma": Annotated[float, Range(0, low_open=True)]})
 _register("superres_x2", ("restore",), _superres(2),
           "Rows: 16x16 (area average) shown enlarged, restored, bicubic, the originals.")
