@@ -183,6 +183,21 @@ def test_latent_optimisation_lowers_the_measurement_error_monotonically():
         assert all(p.grad is None for p in decoder.parameters())  # only z was optimised
 
 
+def test_latent_optimisation_undoes_a_round_that_leaves_the_decoder_non_finite():
+    """A decoder that is NaN beyond |z| = 2, with measurements only |z| = 4 explains: the
+    result stays finite and no worse than the start."""
+    def decode(z):
+        radius = z.pow(2).sum(1, keepdim=True)
+        return (z[:, :1] * torch.sqrt(4 - radius)).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+
+    y = torch.full((2, 1, 4, 4), 8.0)
+    history = []
+    z = map_latent(decode, y, deg.Mask(torch.ones(1, 1, 4, 4)), torch.full((2, 2), 0.1),
+                   prior=None, steps=5, history=history)
+    assert torch.isfinite(decode(z)).all()
+    assert all(math.isfinite(h) for h in history) and history[-1] <= history[0]
+
+
 def test_vae_restoration_is_consistent_with_noise_free_measurements():
     torch.manual_seed(0)
     model, x = small_vae().eval(), torch.rand(2, 1, 32, 32) * 2 - 1

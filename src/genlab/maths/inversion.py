@@ -40,21 +40,28 @@ def map_latent(decode: Decoder, y: torch.Tensor, operator: Operator, z0: torch.T
     with a strong-Wolfe line search, `steps` rounds of `iterations_per_step` iterations, on the
     objective of the module docstring summed over images (they do not interact), with
     s = max(operator.sigma, noise_floor) and prior None for none. Each line search lowers the
-    objective, so the objective never rises from one round to the next; `history` (a list)
-    receives the mean measurement error ||A(g(z)) - y||^2 before the first round and after each.
-    Gradients flow only to z, never into the decoder's parameters."""
+    objective, so the objective never rises from one round to the next. A round that leaves an
+    image's objective non-finite (a flow's inverse overflows far from the data) is undone for
+    that image and L-BFGS restarts; if it undoes every image the search stops there. `history`
+    (a list) receives the mean measurement error ||A(g(z)) - y||^2 before the first round and
+    after each. Gradients flow only to z, never into the decoder's parameters."""
     s2 = max(operator.sigma, noise_floor) ** 2
+
+    def per_image(z: torch.Tensor) -> torch.Tensor:
+        loss = measurement_error(decode, z, operator, y) / (2 * s2)
+        return loss if prior is None else loss + prior(z)
+
+    def lbfgs(z: torch.Tensor) -> torch.optim.LBFGS:
+        return torch.optim.LBFGS([z], lr=1, max_iter=iterations_per_step,
+                                 line_search_fn="strong_wolfe")
+
     with torch.inference_mode(False), torch.enable_grad():
         y = y.detach().clone()
         z = z0.detach().clone().requires_grad_(True)
-        optimizer = torch.optim.LBFGS([z], lr=1, max_iter=iterations_per_step,
-                                      line_search_fn="strong_wolfe")
+        optimizer = lbfgs(z)
 
         def objective() -> torch.Tensor:
-            loss = measurement_error(decode, z, operator, y) / (2 * s2)
-            if prior is not None:
-                loss = loss + prior(z)
-            loss = loss.sum()
+            loss = per_image(z).sum()
             z.grad = torch.autograd.grad(loss, z)[0]
             return loss
 
@@ -65,8 +72,16 @@ def map_latent(decode: Decoder, y: torch.Tensor, operator: Operator, z0: torch.T
 
         record()
         for _ in range(steps):
+            before = z.detach().clone()
             optimizer.step(objective)
+            with torch.no_grad():
+                diverged = ~torch.isfinite(per_image(z))
+                if diverged.any():
+                    z[diverged] = before[diverged]
+                    optimizer = lbfgs(z)
             record()
+            if diverged.all():
+                break
     return z.detach()
 
 
