@@ -272,7 +272,9 @@ class EBM(GenerativeModule):
         descent of `denoise` (model.denoise_steps) with the measurement term ||A(x) - y||^2
         (`genlab.maths.langevin.descend_posterior_energy`): from A+(y), each step a gradient
         step on E and the exact proximal step of the measurement term, which for noise-free
-        measurements is the projection onto {x : A(x) = y}; deterministic."""
+        measurements is the projection onto {x : A(x) = y}, then the clip to [-1, 1] when
+        model.clamp (so A(x) = y only approximately where the projection left the range);
+        deterministic."""
         labels = self.condition(labels)
         return descend_posterior_energy(lambda x: self.energy(x, labels), y, operator.sigma,
                                         self.denoise_steps if steps is None else steps,
