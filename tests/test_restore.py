@@ -192,8 +192,9 @@ def test_latent_optimisation_undoes_a_round_that_leaves_the_decoder_non_finite()
 
     y = torch.full((2, 1, 4, 4), 8.0)
     history = []
-    z = map_latent(decode, y, deg.Mask(torch.ones(1, 1, 4, 4)), torch.full((2, 2), 0.1),
-                   prior=None, steps=5, history=history)
+    start = torch.tensor([[0.1, 0.1], [3.0, 0.0]])  # the second image's start is NaN
+    z = map_latent(decode, y, deg.Mask(torch.ones(1, 1, 4, 4)), start, prior=None, steps=5,
+                   history=history)
     assert torch.isfinite(decode(z)).all()
     assert all(math.isfinite(h) for h in history) and history[-1] <= history[0]
 

@@ -40,8 +40,9 @@ def map_latent(decode: Decoder, y: torch.Tensor, operator: Operator, z0: torch.T
     with a strong-Wolfe line search, `steps` rounds of `iterations_per_step` iterations, on the
     objective of the module docstring summed over images (they do not interact), with
     s = max(operator.sigma, noise_floor) and prior None for none. Each line search lowers the
-    objective, so the objective never rises from one round to the next. A round that leaves an
-    image's objective non-finite (a flow's inverse overflows far from the data) is undone for
+    objective, so the objective never rises from one round to the next. An image whose objective
+    is not finite at z0 starts from z = 0 instead; a round that leaves an image's objective
+    non-finite (a flow's inverse overflows far from the data) is undone for
     that image and L-BFGS restarts; if it undoes every image the search stops there. `history`
     (a list) receives the mean measurement error ||A(g(z)) - y||^2 before the first round and
     after each. Gradients flow only to z, never into the decoder's parameters."""
@@ -58,6 +59,8 @@ def map_latent(decode: Decoder, y: torch.Tensor, operator: Operator, z0: torch.T
     with torch.inference_mode(False), torch.enable_grad():
         y = y.detach().clone()
         z = z0.detach().clone().requires_grad_(True)
+        with torch.no_grad():  # a start where the objective is not finite: the prior's mode
+            z[~torch.isfinite(per_image(z))] = 0.0
         optimizer = lbfgs(z)
 
         def objective() -> torch.Tensor:
