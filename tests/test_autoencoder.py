@@ -203,7 +203,9 @@ def test_capabilities_have_the_contract_shapes(options):
     assert model.interpolate(x[:2], x[2:4], 7).shape == (14, 1, 16, 16)
     a = model.sample(4, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, model.sample(4, generator=torch.Generator().manual_seed(1)))
-    assert offered(model) == ["denoise", "edit", "interpolate", "reconstruct"]
+    assert offered(model) == ["denoise", "edit", "inpaint", "inpaint_half", "inpaint_pixels",
+                              "interpolate", "outpaint", "reconstruct", "superres_x2",
+                              "superres_x4"]
 
 
 def test_interpolation_ends_at_the_reconstructions():
@@ -243,10 +245,10 @@ def test_denoise_task_reports_the_gain_of_a_denoising_autoencoder():
     model = tiny_autoencoder(corruption="gaussian", corruption_level=0.3)
     x = torch.rand(8, 1, 16, 16) * 2 - 1
     result = run_task("denoise", model, TaskInputs(x, None, torch.Generator().manual_seed(0)))
-    assert result.images.shape == (24, 1, 16, 16)
+    assert result.images.shape == (32, 1, 16, 16)  # noisy, denoised, Gaussian filter, clean
     noisy = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(result.images[16:], model.reconstruct(noisy))  # one pass of the network
-    assert set(result.metrics) == {"noisy_psnr", "noisy_ssim", "psnr", "ssim"}
+    assert torch.equal(result.images[8:16], model.reconstruct(noisy))  # one pass of the network
+    assert {"noisy_psnr", "noisy_ssim", "psnr", "ssim", "baseline_psnr"} <= set(result.metrics)
 
 
 def test_conditional_autoencoder_decodes_with_the_label_and_encodes_without():
@@ -418,7 +420,8 @@ def test_evaluate_runs_the_probe_and_the_tasks_of_a_trained_autoencoder(compose,
     metrics = evaluate(compose([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
                                 "trainer=cpu", "logger=none", "fid.enabled=false",
                                 "sample_grid=4", "tasks=[reconstruct,interpolate,denoise,edit]",
-                                "task_options.edit.examples=16", "+trainer.limit_test_batches=1",
+                                "task_options.edit.examples=16", "task_options.denoise.images=4",
+                                "+trainer.limit_test_batches=1",
                                 "+trainer.enable_progress_bar=false", *probe],
                                config_name="evaluate"))
     assert metrics["test/recon_nll"] > 0 and "task/denoise/psnr" in metrics

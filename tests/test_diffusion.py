@@ -352,7 +352,8 @@ def test_bf16_training_testing_and_evaluation_with_tasks(compose, fake_root, tmp
         [f"ckpt_path={ckpt}", f"paths.output_dir={out}", f"paths.data_dir={fake_root}",
          f"paths.cache_dir={fake_root / 'cache'}", "trainer=cpu", "logger=none",
          "precision=bf16", "fid.enabled=false", "sample_grid=4",
-         "tasks=[inpaint,outpaint,denoise,interpolate]",
+         "tasks=[inpaint,outpaint,denoise,interpolate]", "task_options.inpaint.images=4",
+         "task_options.outpaint.images=4", "task_options.denoise.images=4",
          "+model.sampler=ddpm", "+model.inpaint_resample=1", "+trainer.limit_test_batches=1",
          "+trainer.enable_progress_bar=false"], config_name="evaluate"))
     assert math.isfinite(metrics["test/bpd"]) and metrics["test/bpd"] > 0

@@ -345,7 +345,8 @@ def test_conditional_energy_uses_the_label_and_its_marginal_is_a_logsumexp():
 
 def test_ebm_tasks_keep_known_pixels_and_denoise_deterministically():
     model = tiny_ebm()
-    assert offered(model) == ["denoise", "inpaint", "outpaint"]
+    assert offered(model) == ["denoise", "inpaint", "inpaint_half", "inpaint_pixels",
+                              "outpaint", "superres_x2", "superres_x4"]
     assert "classify" not in dir(model) and callable(tiny_jem().classify)
     x = torch.rand(8, 1, 16, 16) * 2 - 1
     for name in ("inpaint", "outpaint"):

@@ -387,7 +387,9 @@ def test_capabilities_have_the_contract_shapes_and_encode_decode_exactly():
     assert torch.equal(samples, model.sample(6, generator=torch.Generator().manual_seed(0)))
     cold = model.sample_at_temperature(3, 0.0)
     assert torch.equal(cold, model.decode(torch.zeros(3, 64))) and torch.equal(cold[0], cold[2])
-    assert offered(model) == ["edit", "interpolate", "reconstruct", "temperature"]
+    assert offered(model) == ["denoise", "edit", "inpaint", "inpaint_half", "inpaint_pixels",
+                              "interpolate", "outpaint", "reconstruct", "superres_x2",
+                              "superres_x4", "temperature"]
 
 
 def test_temperature_scales_the_code_and_the_task_shows_one_row_per_temperature():

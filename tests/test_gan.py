@@ -206,7 +206,8 @@ def test_interpolation_runs_between_the_two_latents():
     rows = rows.view(3, 5, 1, 16, 16)
     assert torch.allclose(rows[:, 0], model.generate(z0, labels), atol=1e-5)
     assert torch.allclose(rows[:, -1], model.generate(z1, labels), atol=1e-5)
-    assert offered(model) == ["interpolate"]
+    assert offered(model) == ["denoise", "inpaint", "inpaint_half", "inpaint_pixels",
+                              "interpolate", "outpaint", "superres_x2", "superres_x4"]
     x, labels = torch.zeros(6, 1, 16, 16), torch.tensor([0, 0, 1, 1, 2, 2])
     grid = run_task("interpolate", model, TaskInputs(x, labels, torch.Generator().manual_seed(0)))
     assert grid.images.shape == (24, 1, 16, 16) and grid.nrow == 8

@@ -330,10 +330,11 @@ def test_masks_that_are_not_a_raster_prefix_are_refused_with_the_reason(rows, co
 # -- tasks, options, errors ----------------------------------------------------------------------
 def test_pixelcnns_offer_complete_and_bits_but_not_the_centre_mask_tasks():
     """inpaint / outpaint need arbitrary masks, which an autoregressive model cannot complete
-    exactly: it has no `inpaint` method, so they are not offered."""
+    exactly: it has no `inpaint` method, so they are not offered; inpaint_half's mask is a
+    raster prefix, which `complete` samples exactly."""
     for architecture in ARCHITECTURES:
-        assert offered(tiny(architecture)) == ["bits", "complete"]
-    with pytest.raises(GenlabError, match="offers: bits, complete"):
+        assert offered(tiny(architecture)) == ["bits", "complete", "inpaint_half"]
+    with pytest.raises(GenlabError, match="offers: bits, complete, inpaint_half"):
         run_task("inpaint", tiny(), TaskInputs(torch.zeros(2, 1, 8, 8)))
 
 

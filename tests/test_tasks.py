@@ -16,13 +16,16 @@ from genlab.tasks.edit import attribute_direction
 
 
 def test_each_family_offers_the_tasks_of_its_capabilities():
-    assert offered(small_vae()) == ["edit", "interpolate", "reconstruct", "traversal"]
-    assert offered(tiny_ddpm()) == ["denoise", "inpaint", "interpolate", "outpaint"]
-    assert offered(tiny_gan()) == ["interpolate"]
+    restoration = ["denoise", "inpaint", "inpaint_half", "inpaint_pixels", "outpaint",
+                   "superres_x2", "superres_x4"]
+    assert offered(small_vae()) == sorted(["edit", "interpolate", "reconstruct", "traversal",
+                                           *restoration])
+    assert offered(tiny_ddpm()) == sorted(["interpolate", *restoration])
+    assert offered(tiny_gan()) == sorted(["interpolate", *restoration])
     for variant in ({}, {"corruption": "gaussian", "corruption_level": 0.3},
                     {"contraction": 0.1}):  # ae, dae, cae
-        assert offered(tiny_autoencoder(**variant)) == ["denoise", "edit", "interpolate",
-                                                        "reconstruct"]
+        assert offered(tiny_autoencoder(**variant)) == sorted(
+            ["edit", "interpolate", "reconstruct", *restoration])
 
 
 def test_the_readme_task_table_says_which_families_offer_each_task():
@@ -52,7 +55,7 @@ def test_the_readme_task_table_says_which_families_offer_each_task():
         assert named == offering, task
 
 
-@pytest.mark.parametrize("name, rows", [("inpaint", 3), ("outpaint", 3), ("denoise", 3),
+@pytest.mark.parametrize("name, rows", [("inpaint", 4), ("outpaint", 4), ("denoise", 4),
                                         ("interpolate", 4)])
 def test_ddpm_tasks_give_grids_and_metrics(name, rows):
     torch.manual_seed(0)
@@ -61,11 +64,14 @@ def test_ddpm_tasks_give_grids_and_metrics(name, rows):
     result = run_task(name, model, TaskInputs(x, None, torch.Generator().manual_seed(0)))
     assert result.images.shape == (rows * 8, 1, 16, 16)
     assert len(result.images) % result.nrow == 0
+    measured = {"psnr", "ssim", "consistency", "baseline_psnr", "baseline_ssim",
+                "baseline_consistency", "beats_baseline", "images"}
     if name in ("inpaint", "outpaint"):
         assert result.metrics["known_error"] == 0  # the known pixels are kept bit for bit
-        assert set(result.metrics) == {"psnr", "ssim", "known_error"}
+        assert set(result.metrics) == measured | {"known_error"}
     if name == "denoise":
-        assert set(result.metrics) == {"noisy_psnr", "noisy_ssim", "psnr", "ssim"}
+        assert set(result.metrics) == measured | {"noisy_psnr", "noisy_ssim",
+                                                  "baseline_filter_sigma"}
 
 
 def test_vae_reconstruction_task_measures_its_reconstructions():
@@ -88,12 +94,13 @@ def test_psnr_and_ssim_by_hand():
 
 
 def test_a_task_the_model_cannot_do_is_explained():
-    with pytest.raises(GenlabError, match="offers: interpolate"):
-        run_task("inpaint", tiny_gan(), TaskInputs(torch.zeros(2, 1, 16, 16)))
+    with pytest.raises(GenlabError, match="lacks. This model offers: denoise, inpaint"):
+        run_task("reconstruct", tiny_gan(), TaskInputs(torch.zeros(2, 1, 16, 16)))
     with pytest.raises(GenlabError, match="not a task"):
         run_task("colourise", tiny_gan(), TaskInputs(torch.zeros(2, 1, 16, 16)))
-    assert set(TASKS) == {"bits", "complete", "denoise", "edit", "inpaint", "interpolate",
-                          "outpaint", "reconstruct", "temperature", "traversal"}
+    assert set(TASKS) == {"bits", "complete", "denoise", "edit", "inpaint", "inpaint_half",
+                          "inpaint_pixels", "interpolate", "outpaint", "reconstruct",
+                          "superres_x2", "superres_x4", "temperature", "traversal"}
 
 
 def test_the_attribute_direction_recovers_a_known_offset():

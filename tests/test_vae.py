@@ -64,7 +64,9 @@ def test_capabilities_have_the_contract_shapes(likelihood):
     assert model.latent_traversal(x[0], dims=3, steps=5).shape == (15, 1, 32, 32)
     mu, logvar = model.posterior_params(x)
     assert mu.shape == logvar.shape == (5, 4) and torch.equal(model.encode(x), mu)
-    assert offered(model) == ["edit", "interpolate", "reconstruct", "traversal"]
+    assert offered(model) == ["denoise", "edit", "inpaint", "inpaint_half", "inpaint_pixels",
+                              "interpolate", "outpaint", "reconstruct", "superres_x2",
+                              "superres_x4", "traversal"]
 
 
 def test_fixed_generator_gives_fixed_samples():

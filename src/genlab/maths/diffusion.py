@@ -173,12 +173,18 @@ class GaussianDiffusion(nn.Module):
 
     def ddim_step(self, model_fn: ModelFn, xt: torch.Tensor, t: int, t_prev: int,
                   labels: torch.Tensor | None, eta: float = 0.0, clip: bool = True,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None,
+                  project: Callable[[torch.Tensor], torch.Tensor] | None = None
+                  ) -> torch.Tensor:
         """x_t -> x_s for any s < t (s = -1: the data), Song et al. 2020 eq. 12:
 
             x_s = sqrt(a_s) x0 + sqrt(1 - a_s - sigma^2) eps + sigma z,
             sigma = eta sqrt((1 - a_s) / (1 - a_t)) sqrt(1 - a_t / a_s),   a = alpha_bar.
         eta = 0 is deterministic; eta = 1 with s = t - 1 is the ancestral step with beta~_t.
+        `project` maps the predicted x0 before it is used, keeping the network's eps: with
+        the null-space projection of a degradation (`Operator.project`) this is DDNM (Wang et
+        al. 2023, Algorithm 1 on DDIM steps), and the last step (s = -1) returns the projected
+        x0 itself, consistent with the measurements.
         """
         tt = torch.full((len(xt),), t, device=xt.device, dtype=torch.long)
         x0, eps = self.to_x0_eps(model_fn(xt, tt, labels).float(), xt, tt)
@@ -186,6 +192,8 @@ class GaussianDiffusion(nn.Module):
             x0 = x0.clamp(-1, 1)
             eps = (xt - self.at("alpha_bar", t, xt).sqrt() * x0) / (
                 1 - self.at("alpha_bar", t, xt)).sqrt()
+        if project is not None:
+            x0 = project(x0)
         a_t = float(self.alpha_bar[t])
         a_s = float(self.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
         sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
@@ -218,14 +226,18 @@ class GaussianDiffusion(nn.Module):
                 variance: str = "beta", clip: bool = True,
                 generator: torch.Generator | None = None,
                 known: tuple[torch.Tensor, torch.Tensor] | None = None,
-                resample: int = 1) -> torch.Tensor:
+                resample: int = 1,
+                project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Run the reverse process from x at timesteps[0] down to the data.
 
         With `known` = (x_0, mask), pixels where mask = 1 are replaced before every step by
         q(x_t | x_0) of the known image (the replacement method of Song et al. 2021), and each
         step is repeated `resample` times, re-noising x_{t-1} -> x_t in between (RePaint,
         Lugmayr et al. 2022, jump length 1) so the generated region harmonises with the known one.
+        `project` (DDIM only) maps each predicted x0, see `ddim_step`.
         """
+        if project is not None and sampler != "ddim":
+            raise GenlabError(f"The projection sampler runs on DDIM steps; got sampler={sampler}.")
         for i, t in enumerate(timesteps):
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             repeats = resample if known is not None and t_prev >= 0 else 1
@@ -237,7 +249,8 @@ class GaussianDiffusion(nn.Module):
                 if sampler == "ddpm":
                     x_prev = self.ddpm_step(model_fn, x, t, labels, variance, clip, generator)
                 else:
-                    x_prev = self.ddim_step(model_fn, x, t, t_prev, labels, eta, clip, generator)
+                    x_prev = self.ddim_step(model_fn, x, t, t_prev, labels, eta, clip, generator,
+                                            project)
                 if r + 1 < repeats:
                     x = self.renoise(x_prev, t_prev, t, generator)
             x = x_prev

@@ -65,6 +65,7 @@ from collections.abc import Callable
 import torch
 
 from genlab.errors import GenlabError
+from genlab.maths.degradations import GaussianNoise, Operator
 from genlab.maths.random import randn_like
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]  # x (B, ...) -> E(x) (B,)
@@ -135,24 +136,34 @@ def langevin(energy_fn: EnergyFn, x: torch.Tensor, steps: int, step_size: float,
 
 
 def descend_posterior_energy(energy_fn: EnergyFn, y: torch.Tensor, sigma: float, steps: int,
-                             step_size: float, temperature: float, clamp: bool = True
-                             ) -> torch.Tensor:
-    """Denoise y = x + sigma n (n ~ N(0, I)) by energy descent from x = y: gradient descent on
-    the posterior energy under the density the sampler targets, exp(-E / T) (`temperature`),
+                             step_size: float, temperature: float, clamp: bool = True,
+                             operator: Operator | None = None) -> torch.Tensor:
+    """Restore y = A(x) + sigma n (n ~ N(0, I); A the identity unless `operator` is given: plain
+    denoising) by energy descent from x = A+(y): gradient descent on the posterior energy under
+    the density the sampler targets, exp(-E / T) (`temperature`),
 
-        E(x) + T ||x - y||^2 / (2 sigma^2)      (in units of the sampler: times T),
+        E(x) + T ||A(x) - y||^2 / (2 sigma^2)      (in units of the sampler: times T),
     each step a gradient step of size s on E, then the exact proximal step of the quadratic,
-    x <- (x + c y) / (1 + c) with c = s T / sigma^2, which is stable at any step size. With
-    exact Langevin settings (T = 1) this converges to the MAP estimate under p = exp(-E); with
-    the usual s = 1, sigma = 0.01 (T = 5e-5) the quadratic is negligible and it is plain energy
-    descent from the noisy image for `steps` steps."""
-    c = step_size * temperature / sigma ** 2
+
+        x <- x - w A+(A(x) - y),   w = c g / (1 + c g),   c = s T / sigma^2,
+    with g the operator's `gram` (A A^T = g I on the measurements, A+ = A^T / g), which is
+    stable at any step size. For the identity this is x <- (x + c y) / (1 + c); without noise
+    (sigma = 0, w = 1) it is the projection onto {x : A(x) = y}, and the descent is projected
+    gradient descent on E. With exact Langevin settings (T = 1) this converges to the MAP
+    estimate under p = exp(-E); with the usual s = 1, sigma = 0.01 (T = 5e-5) the quadratic is
+    negligible for noisy y and it is plain energy descent from the noisy image for `steps`
+    steps."""
+    operator = GaussianNoise(sigma) if operator is None else operator
+    c_g = (step_size * temperature / sigma ** 2 * operator.gram) if sigma > 0 else math.inf
+    w = 1.0 if math.isinf(c_g) else c_g / (1 + c_g)
     with torch.inference_mode(False):
         y = y.detach().clone()
-        x = y.clamp(-1, 1) if clamp else y
+        x = operator.pinv(y)
+        x = x.clamp(-1, 1) if clamp else x
         for _ in range(steps):
             _, grad = energy_and_gradient(energy_fn, x)
-            x = (x - step_size * grad + c * y) / (1 + c)
+            x = x - step_size * grad
+            x = x - w * operator.pinv(operator.forward(x) - y)
             x = x.clamp(-1, 1) if clamp else x
     return x
 

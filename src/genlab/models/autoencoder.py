@@ -39,7 +39,9 @@ from torch import nn
 from genlab.checks import NonEmpty, OneOf, Range
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.autoencoder import CORRUPTIONS, check_corruption, corrupt, walkback_chain
+from genlab.maths.degradations import Operator
 from genlab.maths.distributions import PixelLikelihood
+from genlab.maths.inversion import latent_restoration
 from genlab.maths.penalties import jacobian_frobenius_sq, jacobian_frobenius_sq_estimate
 from genlab.models.base import GenerativeModule, encode_all, interpolate_codes
 from genlab.nets.conv import ConvDecoder, ConvEncoder, check_conv_config
@@ -54,6 +56,9 @@ class Autoencoder(GenerativeModule):
     accepts_dequantized_data = False
     # how samples are made; everything else shapes or trains the network
     evaluation_keys = frozenset({"sampler", "chain_steps"})
+    restoration_methods = {"denoise": "one reconstruction pass",
+                           "restore": "MAP latent optimisation from the code of A+(y), the "
+                                      "fitted code Gaussian as prior"}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
@@ -257,6 +262,21 @@ class Autoencoder(GenerativeModule):
         if not sigma > 0:
             raise GenlabError(f"denoise needs a noise level sigma > 0; got {sigma}.")
         return self.reconstruct(y, labels)
+
+    @torch.no_grad()
+    def restore(self, y: torch.Tensor, operator: Operator, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The decoder mean at the MAP code of y from the code of A+(y)
+        (`genlab.maths.inversion.latent_restoration`), under the fitted code Gaussian
+        N(m, L L^T) as the prior, ||L^-1 (z - m)||^2 / 2 (no prior before it is fitted)."""
+        def prior(z: torch.Tensor) -> torch.Tensor:
+            white = torch.linalg.solve_triangular(self.code_scale_tril,
+                                                  (z - self.code_mean).T, upper=False)
+            return 0.5 * white.pow(2).sum(0)
+
+        return latent_restoration(lambda z: self.pixels.mean(self.decoder_params(z, labels)),
+                                  y, operator, self.encode(operator.pinv(y)),
+                                  prior if self.code_fitted else None)
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None,

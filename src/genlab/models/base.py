@@ -26,6 +26,9 @@
     log_prob_per_pixel(x, labels) -> (B, C, H, W)   log p(x_t | x_<t) in nats per sub-pixel,
                                      summing to log_prob (autoregressive models)
     denoise(y, sigma, labels, generator)  clean images from y = x + sigma * noise
+    restore(y, operator, labels, generator)   images x with operator.measure(x) ~ y for any
+                                     degradation of `genlab.maths.degradations` (masks,
+                                     downsampling, noise) the family can invert
     sample_at_temperature(n, temperature, labels, generator)   samples from a code scaled by
                                      the temperature (flows: z ~ N(0, T^2 I))
     energy(x, labels) -> (B,)        an unnormalised energy, p(x) proportional to exp(-E(x))
@@ -68,6 +71,9 @@ class GenerativeModule(L.LightningModule):
     full_evaluation: ClassVar[Mapping[str, Any]] = {}
     # Some backward passes leave parameters without a gradient: DDP must look for them.
     leaves_parameters_unused: ClassVar[bool] = False
+    # The method behind each restoring capability (inpaint, complete, denoise, restore), in a
+    # few words: the README's restoration table (`python -m genlab.tasks`) prints them.
+    restoration_methods: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,

@@ -11,13 +11,14 @@ samples and tasks use the EMA weights.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any
 
 import torch
 
 from genlab.checks import NonEmpty, OneOf, Range
 from genlab.errors import GenlabError, check_choice
+from genlab.maths.degradations import Operator
 from genlab.maths.diffusion import (
     PREDICTIONS,
     SAMPLERS,
@@ -50,6 +51,10 @@ class DDPM(GenerativeModule):
         "sample_batch_size", "inpaint_resample", "bound_images", "val_bound_terms",
         "test_bound_terms", "bound_batch_size"})
     full_evaluation = {"test_bound_terms": None}
+    restoration_methods = {
+        "inpaint": "RePaint resampling (Lugmayr et al. 2022)",
+        "denoise": "reverse process from the timestep of matching noise",
+        "restore": "DDNM null-space projection on DDIM steps (Wang et al. 2023)"}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
@@ -259,7 +264,8 @@ class DDPM(GenerativeModule):
                  generator: torch.Generator | None, start: int | None = None,
                  known: tuple[torch.Tensor, torch.Tensor] | None = None, resample: int = 1,
                  clip: bool | None = None, sampler: str | None = None, steps: int | None = None,
-                 eta: float | None = None, guidance_scale: float | None = None) -> torch.Tensor:
+                 eta: float | None = None, guidance_scale: float | None = None,
+                 project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """The reverse process from x at timestep `start` (default T-1) down to the data, with
         the model's sampling settings unless sampler / steps / eta / guidance_scale are given."""
         sampler = check_choice("sampler", sampler or self.sampler, SAMPLERS)
@@ -269,7 +275,7 @@ class DDPM(GenerativeModule):
         return self.diffusion.reverse(
             self.denoiser(guidance_scale), x, timesteps, self.condition(labels), sampler,
             self.eta if eta is None else eta, self.variance,
-            self.clip_denoised if clip is None else clip, generator, known, resample)
+            self.clip_denoised if clip is None else clip, generator, known, resample, project)
 
     def _noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         return torch.randn((n, *self.image_shape), device=self.device, generator=generator)
@@ -306,6 +312,22 @@ class DDPM(GenerativeModule):
         known = (x, self.check_mask(x, mask))
         return self._reverse(self._noise(len(x), generator), labels, generator, known=known,
                              resample=resample or self.inpaint_resample, **options)
+
+    @torch.no_grad()
+    def restore(self, y: torch.Tensor, operator: Operator, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, **options) -> torch.Tensor:
+        """Images consistent with noise-free measurements y = A(x) for any operator with a
+        pseudo-inverse (`genlab.maths.degradations`): DDNM (Wang et al. 2023), DDIM sampling
+        from noise in which every predicted x0 is replaced by its null-space projection
+        x0 - A+(A(x0) - y), so the result has A(x) = y up to float rounding (exactly on the
+        known pixels of a mask). `options` as for `sample_batches` (steps, eta, ...).
+        Noisy measurements are refused (denoising: `denoise`)."""
+        if operator.sigma > 0:
+            raise GenlabError(f"The DDPM's restore (DDNM) needs noise-free measurements; this "
+                              f"operator adds noise of sigma={operator.sigma}. Use denoise.")
+        options.setdefault("sampler", "ddim")
+        return self._reverse(self._noise(len(y), generator), labels, generator,
+                             project=lambda x0: operator.project(x0, y), **options)
 
     def noise_level_timestep(self, sigma: float) -> int:
         """The t whose x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps has sigma_t closest to

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from genlab.checks import NonEmpty, OneOf, Range
 from genlab.errors import GenlabError, check_choice
+from genlab.maths.degradations import Operator
 from genlab.maths.langevin import (
     calibration_gaps,
     contrastive_divergence_loss,
@@ -60,6 +61,10 @@ class EBM(GenerativeModule):
     evaluation_keys = frozenset({
         "step_size", "noise", "clamp", "grad_clip", "sample_steps", "long_run_steps",
         "sample_init", "inpaint_steps", "denoise_steps"})
+    restoration_methods = {
+        "inpaint": "Langevin chains with the known pixels clamped",
+        "denoise": "energy descent with a Gaussian measurement term",
+        "restore": "energy descent projected onto A(x) = y"}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
@@ -258,6 +263,22 @@ class EBM(GenerativeModule):
         return descend_posterior_energy(lambda x: self.energy(x, labels), y, sigma,
                                         self.denoise_steps if steps is None else steps,
                                         self.step_size, self.temperature, self.clamp)
+
+    @torch.no_grad()
+    def restore(self, y: torch.Tensor, operator: Operator, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, steps: int | None = None
+                ) -> torch.Tensor:
+        """Restore y = A(x) + sigma n for any operator of `genlab.maths.degradations` by the
+        descent of `denoise` (model.denoise_steps) with the measurement term ||A(x) - y||^2
+        (`genlab.maths.langevin.descend_posterior_energy`): from A+(y), each step a gradient
+        step on E and the exact proximal step of the measurement term, which for noise-free
+        measurements is the projection onto {x : A(x) = y}, then the clip to [-1, 1] when
+        model.clamp (so A(x) = y only approximately where the projection left the range);
+        deterministic."""
+        labels = self.condition(labels)
+        return descend_posterior_energy(lambda x: self.energy(x, labels), y, operator.sigma,
+                                        self.denoise_steps if steps is None else steps,
+                                        self.step_size, self.temperature, self.clamp, operator)
 
 
 class JEM(EBM):

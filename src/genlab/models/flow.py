@@ -25,7 +25,9 @@ from genlab.checks import OneOf, Range
 from genlab.data.transforms import to_model_range, to_uint8
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.bpd import bits_per_dim
+from genlab.maths.degradations import Operator
 from genlab.maths.flows import change_of_variables, dequantized_bound
+from genlab.maths.inversion import latent_restoration
 from genlab.models.base import GenerativeModule
 from genlab.nets.flows import MultiScaleFlow, VariationalDequantizer
 
@@ -64,6 +66,7 @@ class Flow(GenerativeModule):
     # data.dequantize=true gives the same bits/dim (never a second dequantization).
     accepts_dequantized_data = True
     evaluation_keys = frozenset({"test_dequant_samples", "importance_batch", "temperature"})
+    restoration_methods = {"restore": "MAP latent optimisation from the code of A+(y)"}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
@@ -214,6 +217,16 @@ class Flow(GenerativeModule):
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images x = f^-1(z) for codes (B, D), clipped to [-1, 1]."""
         return self.flow.inverse(z.to(self.dtype), self.condition(labels)).clamp(-1, 1)
+
+    @torch.no_grad()
+    def restore(self, y: torch.Tensor, operator: Operator, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """f^-1 of the MAP code of y under the flow's N(0, I) prior, from the code of A+(y)
+        (`genlab.maths.inversion.latent_restoration`)."""
+        condition = self.condition(labels)
+        return latent_restoration(
+            lambda z: self.flow.inverse(z.to(self.dtype), condition).float(), y, operator,
+            self.encode(operator.pinv(y), labels))
 
     @torch.no_grad()
     def sample_at_temperature(self, n: int, temperature: float,

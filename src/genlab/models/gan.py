@@ -29,8 +29,10 @@ from torch import nn
 
 from genlab.checks import OneOf, Range
 from genlab.errors import GenlabError, check_choice
+from genlab.maths.degradations import Operator
 from genlab.maths.distributions import slerp
 from genlab.maths.gan import LOSSES, gan_loss
+from genlab.maths.inversion import latent_restoration
 from genlab.maths.penalties import gradient_penalty, r1_penalty
 from genlab.maths.random import seeded_generator
 from genlab.models.base import GenerativeModule
@@ -56,6 +58,7 @@ class GAN(GenerativeModule):
     has_likelihood = False
     # the discriminator step leaves G without gradients, the generator step D (toggled off)
     leaves_parameters_unused = True
+    restoration_methods = {"restore": "GAN inversion: MAP latent optimisation from z = 0"}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
@@ -274,6 +277,15 @@ class GAN(GenerativeModule):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """G(z) for z ~ N(0, I)."""
         return self.generate(self.latents(n, generator), labels)
+
+    @torch.no_grad()
+    def restore(self, y: torch.Tensor, operator: Operator, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """GAN inversion: G at the MAP latent of y under the N(0, I) prior, from z = 0 (there is
+        no encoder) (`genlab.maths.inversion.latent_restoration`)."""
+        condition = self.condition(labels)
+        return latent_restoration(lambda z: self.sampling_net(z, condition).float(), y,
+                                  operator, torch.zeros(len(y), self.latent_dim, device=y.device))
 
     def interpolate_latents(self, z0: torch.Tensor, z1: torch.Tensor, steps: int = 8,
                             labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -71,6 +71,7 @@ class PixelCNN(GenerativeModule):
     has_likelihood = True
     accepts_dequantized_data = False
     evaluation_keys = frozenset({"sampler", "sample_batch_size"})
+    restoration_methods = {"complete": "exact sampling of the rest (raster-prefix masks only)"}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from genlab.checks import NonEmpty, OneOf, Range
+from genlab.maths.degradations import Operator
 from genlab.maths.distributions import PixelLikelihood
+from genlab.maths.inversion import latent_restoration
 from genlab.maths.vae import elbo, importance_weighted_bound
 from genlab.models.base import GenerativeModule, interpolate_codes
 from genlab.nets.conv import ConvDecoder, ConvEncoder, check_conv_config
@@ -42,6 +44,7 @@ class VAE(GenerativeModule):
     accepts_dequantized_data = False
     evaluation_keys = frozenset({"test_importance_samples", "importance_batch", "bound_images"})
     full_evaluation = {"test_importance_samples": 1000, "bound_images": None}
+    restoration_methods = {"restore": "MAP latent optimisation from the posterior mean of A+(y)"}
 
     def __init__(self, image_shape: Annotated[tuple[int, int, int], Range(1)],
                  num_classes: Annotated[int, Range(0)] = 0, conditional: bool = False,
@@ -213,6 +216,14 @@ class VAE(GenerativeModule):
         return interpolate_codes(self, x0, x1, steps, labels)
 
     @torch.no_grad()
+    @torch.no_grad()
+    def restore(self, y: torch.Tensor, operator: Operator, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The decoder mean at the MAP code of y under the N(0, I) prior, from the posterior
+        mean of A+(y) (`genlab.maths.inversion.latent_restoration`)."""
+        return latent_restoration(lambda z: self.pixels.mean(self.decoder_params(z, labels)),
+                                  y, operator, self.encode(operator.pinv(y), labels))
+
     def latent_traversal(self, x: torch.Tensor | None = None, dims: int | None = None,
                          steps: int = 8, span: float = 3.0,
                          labels: torch.Tensor | None = None) -> torch.Tensor:

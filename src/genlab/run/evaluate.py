@@ -165,7 +165,8 @@ def _sample_quality(cfg: DictConfig, fid_cfg: DictConfig, model, datamodule, ext
 def _samples_and_tasks(cfg: DictConfig, model, datamodule, output_dir: Path
                        ) -> dict[str, float]:
     """samples.png from fixed noise, and <task>.png with task/<task>/<metric> numbers for each
-    of cfg.tasks, on the first 16 images of the evaluated split."""
+    of cfg.tasks, on the first 16 images of the evaluated split (the restoration tasks take
+    task_options.<task>.images of it themselves)."""
     def generator() -> torch.Generator:
         return torch.Generator(device=model.device).manual_seed(cfg.seed)
 
@@ -183,7 +184,8 @@ def _samples_and_tasks(cfg: DictConfig, model, datamodule, output_dir: Path
     options = cfg.get("task_options") or {}
     for name in tasks:
         inputs = TaskInputs(x, labels, generator(), datamodule,
-                            OmegaConf.to_container(options.get(name) or OmegaConf.create()))
+                            OmegaConf.to_container(options.get(name) or OmegaConf.create()),
+                            cfg.split)
         result = run_task(name, model, inputs)
         save_png(make_grid(result.images, nrow=result.nrow), output_dir / f"{name}.png")
         metrics.update({f"task/{name}/{key}": value for key, value in result.metrics.items()})

@@ -9,9 +9,17 @@ into metrics.json; `task_options.<name>.<key>=...` sets a task's options.
     interpolate  interpolate(x0, x1, steps, labels)     -
                  or interpolate_latents(z0, z1, ...)
     traversal    latent_traversal(x, labels=...)        -
-    inpaint      inpaint(x, mask, labels, generator)    psnr, ssim, known_error
-    outpaint     inpaint(x, mask, labels, generator)    psnr, ssim, known_error
-    denoise      denoise(y, sigma, labels, generator)   noisy_psnr, noisy_ssim, psnr, ssim
+    restoration (genlab.tasks.restore: a degradation y = A(x) + noise, the model's restoration
+    and a classical baseline measured by the same code):
+    inpaint      inpaint, or restore(y, operator,     psnr, ssim, consistency, baseline_psnr,
+    outpaint     labels, generator)                   baseline_ssim, baseline_consistency,
+    inpaint_pixels                                    beats_baseline, images, known_error
+    inpaint_half inpaint, complete, or restore        (the same)
+    denoise      denoise(y, sigma, labels,            (the same without known_error) +
+                 generator), or restore               noisy_psnr, noisy_ssim,
+                                                      baseline_filter_sigma
+    superres_x2  restore                              (the same without known_error)
+    superres_x4
     edit         encode(x, labels) + decode(z, labels)  direction_norm, examples_with/without
     temperature  sample_at_temperature(n, T, labels,    -
                  generator)
@@ -23,11 +31,10 @@ into metrics.json; `task_options.<name>.<key>=...` sets a task's options.
 from genlab.tasks import (  # noqa: F401 (registers)
     bits,
     complete,
-    denoise,
     edit,
-    inpaint,
     interpolate,
     reconstruct,
+    restore,
     temperature,
 )
 from genlab.tasks.base import (

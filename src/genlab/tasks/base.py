@@ -19,14 +19,15 @@ from genlab.errors import GenlabError
 class TaskInputs:
     """What a task runs on: real images x (B, C, H, W) in [-1, 1] from the evaluated split,
     their labels (for conditional models), a seeded generator, the datamodule (for tasks that
-    need more real data, e.g. codes of training images) and the task's options
-    (`task_options.<task>` in evaluate.py's config)."""
+    need more real data, e.g. codes of training images), the task's options
+    (`task_options.<task>` in evaluate.py's config) and the split x comes from."""
 
     x: torch.Tensor
     labels: torch.Tensor | None = None
     generator: torch.Generator | None = None
     datamodule: object | None = None
     options: dict = field(default_factory=dict)
+    split: str = "test"
 
 
 @dataclass

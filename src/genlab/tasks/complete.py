@@ -2,7 +2,8 @@
 p(x_rest | x_top) by an autoregressive model (`complete(x, mask, labels, generator)`, known
 pixels a raster-order prefix). Several completions per image show the spread of the
 conditional. The generic `inpaint` / `outpaint` tasks need arbitrary masks, which an
-autoregressive model cannot complete exactly; it offers this task instead.
+autoregressive model cannot complete exactly; it offers this task instead (and the measured
+`inpaint_half` of `genlab.tasks.restore`, whose mask is such a prefix).
 
 Options (`task_options.complete.*`): `rows` (given rows, default half the image), `samples`
 (completions per image, default 5), `images` (default 8).
@@ -16,14 +17,8 @@ import torch
 
 from genlab.checks import Range
 from genlab.errors import GenlabError
+from genlab.maths.degradations import top_rows_known
 from genlab.tasks.base import TaskInputs, TaskResult, task
-
-
-def top_rows_mask(rows: int, size: int, device: torch.device) -> torch.Tensor:
-    """(1, 1, size, size): 1 on the first `rows` rows, 0 below."""
-    mask = torch.zeros(1, 1, size, size, device=device)
-    mask[..., :rows, :] = 1
-    return mask
 
 
 @task("complete", needs=("complete",),
@@ -38,7 +33,7 @@ def complete(model, inputs: TaskInputs) -> TaskResult:
     rows = int(options.get("rows") or size // 2)
     if not 0 <= rows <= size:
         raise GenlabError(f"task_options.complete.rows={rows} must be between 0 and {size}.")
-    mask = top_rows_mask(rows, size, x.device)
+    mask = top_rows_known(rows, size, x.device)
     labels = None if inputs.labels is None else inputs.labels[:n].repeat_interleave(k)
     completed = model.complete(x.repeat_interleave(k, dim=0), mask, labels, inputs.generator)
     known = mask.expand_as(completed).bool()
