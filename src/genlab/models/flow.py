@@ -222,11 +222,12 @@ class Flow(GenerativeModule):
     def restore(self, y: torch.Tensor, operator: Operator, labels: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """f^-1 of the MAP code of y under the flow's N(0, I) prior, from the code of A+(y)
-        (`genlab.maths.inversion.latent_restoration`)."""
+        clipped to [-1, 1], the flow's domain (a noisy y leaves it, and its code would not be
+        finite) (`genlab.maths.inversion.latent_restoration`)."""
         condition = self.condition(labels)
         return latent_restoration(
             lambda z: self.flow.inverse(z.to(self.dtype), condition).float(), y, operator,
-            self.encode(operator.pinv(y), labels))
+            self.encode(operator.pinv(y).clamp(-1, 1), labels))
 
     @torch.no_grad()
     def sample_at_temperature(self, n: int, temperature: float,
