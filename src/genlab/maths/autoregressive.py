@@ -41,6 +41,7 @@ from genlab.maths.distributions import (
 
 HeadLogProb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, out) -> (B, C, H, W)
 PixelOutput = Callable[[torch.Tensor, int, int, int], torch.Tensor]  # (x, i, j, c) -> (B, F)
+Choose = Callable[[torch.Tensor, int], torch.Tensor]  # (log_probs (B, V), t) -> indices (B,)
 
 NUM_VALUES = 256  # 8-bit sub-pixels
 
@@ -216,14 +217,18 @@ def sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | Non
 @torch.no_grad()
 def ancestral_sample(output_at: PixelOutput, head: PixelHead, x: torch.Tensor,
                      start: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None,
+                     choose: Choose | None = None) -> torch.Tensor:
     """Exact ancestral sampling: for t = start .. D - 1 in raster-then-channel order, draw
     x_t ~ p(x_t | x_<t) over the head's values and write it into x (in place; x is returned).
     output_at(x, i, j, c) gives the network's outputs at pixel (i, j), (B, F), once every
     sub-pixel before (i, j, c) is in x; `start` (B,) is the number of known sub-pixels of each
     image (default 0): sub-pixels t < start keep their value exactly. One categorical draw per
     sub-pixel and image comes from `generator`, so a fixed generator gives fixed samples. Every
-    variant samples and completes through this loop; they differ only in output_at."""
+    variant samples and completes through this loop; they differ only in output_at.
+    `choose(log_probs, t)`, when given, picks the value index of sub-pixel t (B,) from its
+    conditional (B, V) instead of the random draw: the lossless codec (`genlab.codec`) encodes
+    the true value there, or decodes it, so coder and sampler are one loop."""
     b, channels, _, width = x.shape
     values = head.values(x.device, x.dtype)
     if start is None:
@@ -231,6 +236,6 @@ def ancestral_sample(output_at: PixelOutput, head: PixelHead, x: torch.Tensor,
     for t in range(int(start.min()), x[0].numel()):
         i, j, c = raster_position(t, channels, width)
         lp = head.value_log_probs(x[:, :, i, j], output_at(x, i, j, c), c)
-        drawn = values[sample_categorical(lp, generator)]
+        drawn = values[sample_categorical(lp, generator) if choose is None else choose(lp, t)]
         x[:, c, i, j] = torch.where(start <= t, drawn, x[:, c, i, j])
     return x

@@ -21,6 +21,7 @@ from genlab.checks import OneOf, Range
 from genlab.errors import GenlabError, check_choice
 from genlab.maths.autoregressive import (
     HEADS,
+    Choose,
     PixelHead,
     PixelOutput,
     ancestral_sample,
@@ -256,6 +257,20 @@ class PixelCNN(GenerativeModule):
         dtype = next(self.network.parameters()).dtype
         x = torch.zeros(n, *self.image_shape, device=self.device, dtype=dtype)
         return self._generate(x, None, labels, generator, sampler)
+
+    @torch.no_grad()
+    def choose_sequentially(self, n: int, choose: Choose) -> torch.Tensor:
+        """n images (one batch) whose sub-pixels, in raster-then-channel order, are picked by
+        `choose(log_probs, t)` from their conditionals instead of drawn: the sampling loop
+        (`ancestral_sample`) with the cached sampler on one CPU thread. The lossless codec
+        (`genlab.codec`) encodes with a `choose` that codes the true values and decodes with
+        one that reads them back, so both see the same conditionals, computed the same way on a
+        batch of the same size. Unconditional models only."""
+        dtype = next(self.network.parameters()).dtype
+        x = torch.zeros(n, *self.image_shape, device=self.device, dtype=dtype)
+        with _one_cpu_thread(x.device.type == "cpu"):
+            return ancestral_sample(self._pixel_output(x, None, "cached"), self.head, x,
+                                    choose=choose)
 
     @torch.no_grad()
     def complete(self, x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None = None,

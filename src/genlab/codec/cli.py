@@ -1,0 +1,142 @@
+"""``genlab-codec`` / ``python -m genlab.codec``: lossless compression of images with a trained
+PixelCNN (any head; unconditional models).
+
+    genlab-codec compress CKPT IMAGES OUT      # IMAGES: an .npz of uint8, a folder, an archive
+    genlab-codec decompress CKPT IN OUT        # OUT: an .npz whose `images` are the originals
+
+IMAGES is read by genlab's image reader (`genlab.metrics.sources.open_images`: also a dataset
+split such as mnist:test). A model with a Bernoulli head codes binary images (every pixel 0 or
+255). `decompress` writes uint8 `images` (N, H, W, C), equal bit for bit to what was
+compressed, and only after checking them against the file's pixel SHA-256. Exit status 1 with
+a one-paragraph message for input the user can fix (a corrupted or truncated file, another
+checkpoint, a model without per-pixel likelihoods); no output file is left then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from genlab.codec.coder import BATCH_SIZE, decode, encode
+from genlab.codec.container import OVERHEAD_BYTES, Container, sha256_of_file, sha256_of_pixels
+from genlab.errors import GenlabError
+from genlab.files.atomic import atomic_write
+
+
+def load_model(ckpt_path: str | Path):
+    """The PixelCNN of a train.py checkpoint (read safely, `genlab.run.checkpoint`), in eval
+    mode on the CPU, and the SHA-256 of the checkpoint file."""
+    from genlab.models.pixelcnn import PixelCNN
+    from genlab.run.build import build
+    from genlab.run.checkpoint import load_checkpoint
+    from genlab.run.validate import locate
+
+    checkpoint = load_checkpoint(ckpt_path, "CKPT")
+    node = checkpoint["genlab_config"]["model"]
+    cls = locate(str(node["_target_"]), "model")
+    if not (isinstance(cls, type) and issubclass(cls, PixelCNN)):
+        raise GenlabError(f"CKPT={ckpt_path} holds a {getattr(cls, '__name__', cls)}, which has "
+                          "no exact per-pixel likelihood to code pixels with. genlab-codec codes "
+                          "images autoregressively with the PixelCNN family only; bits-back "
+                          "coding (for a VAE) is not implemented. Use a PixelCNN checkpoint "
+                          "(e.g. experiment=pixelcnn_mnist).")
+    if node.get("conditional"):
+        raise GenlabError(f"CKPT={ckpt_path} holds a class-conditional PixelCNN, whose "
+                          "probabilities depend on a label that genlab-codec does not store. Use "
+                          "an unconditional model (model.conditional=false).")
+    model = build(OmegaConf.create(node))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), sha256_of_file(ckpt_path)
+
+
+def read_images(spec: str) -> torch.Tensor:
+    """All images of an image set as one uint8 tensor (N, C, H, W)."""
+    from genlab.metrics.sources import open_images
+
+    return torch.cat(list(open_images(spec).batches(1024)))
+
+
+def compress(ckpt_path: str, images_spec: str, out: str, batch_size: int = BATCH_SIZE) -> dict:
+    """Code the images of `images_spec` into the file `out`; returns the sizes and rates."""
+    model, ckpt_sha = load_model(ckpt_path)
+    images = read_images(images_spec)
+    start = time.perf_counter()
+    words = encode(model, images, batch_size)
+    seconds = time.perf_counter() - start
+    container = Container(ckpt_sha, model.head.name, tuple(model.image_shape), len(images),
+                          batch_size, words, sha256_of_pixels(images))
+    container.write(out)
+    dims = images.numel()
+    return {"images": len(images), "bytes": OVERHEAD_BYTES + 4 * len(words),
+            "bits_per_dim": (OVERHEAD_BYTES + 4 * len(words)) * 8 / dims,
+            "stream_bits_per_dim": 32 * len(words) / dims, "seconds": seconds}
+
+
+def decompress(ckpt_path: str, file: str, out: str) -> dict:
+    """Decode the file `file` and write its images to the .npz `out` (array `images`)."""
+    container = Container.read(file)  # a corrupted file fails before the model is loaded
+    model, ckpt_sha = load_model(ckpt_path)
+    if ckpt_sha != container.checkpoint_sha256:
+        raise GenlabError(f"{file} was compressed with another checkpoint (SHA-256 "
+                          f"{container.checkpoint_sha256.hex()[:16]}...), not {ckpt_path} "
+                          f"({ckpt_sha.hex()[:16]}...); decoding needs exactly the same "
+                          "weights. Give the checkpoint it was compressed with.")
+    if (container.head, container.shape) != (model.head.name, tuple(model.image_shape)):
+        raise GenlabError(f"{file} holds {container.shape} images coded with a "
+                          f"{container.head} head, but the model has {model.head.name} and "
+                          f"{tuple(model.image_shape)}: give the checkpoint it was made with.")
+    start = time.perf_counter()
+    images = decode(model, container.words, container.count, container.batch_size)
+    seconds = time.perf_counter() - start
+    if sha256_of_pixels(images) != container.pixels_sha256:
+        raise GenlabError(f"Decoding {file} gave images that differ from the ones compressed "
+                          "(their SHA-256 does not match the file's): the model's probabilities "
+                          "came out differently here than when compressing (another torch "
+                          "version or CPU), so nothing was written. Decompress with the same "
+                          "software and machine type that compressed it.")
+    with atomic_write(out) as f:
+        np.savez(f, images=images.permute(0, 2, 3, 1).numpy())
+    return {"images": len(images), "seconds": seconds}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genlab-codec", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compress", help="code uint8 images into a file")
+    c.add_argument("ckpt", help="a PixelCNN checkpoint written by train.py")
+    c.add_argument("images", help="an .npz of uint8 images, a folder, an archive, or NAME:SPLIT")
+    c.add_argument("out", help="the compressed file to write")
+    c.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                   help="images coded together (speed only; stored in the file)")
+    d = sub.add_parser("decompress", help="decode a file into an .npz of uint8 images")
+    d.add_argument("ckpt", help="the checkpoint the file was compressed with")
+    d.add_argument("file", help="a file written by `genlab-codec compress`")
+    d.add_argument("out", help="the .npz to write (array `images`, (N, H, W, C) uint8)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "compress":
+            if args.batch_size < 1:
+                raise GenlabError(f"--batch-size={args.batch_size}: give a positive number.")
+            r = compress(args.ckpt, args.images, args.out, args.batch_size)
+            print(f"{r['images']} images -> {args.out}: {r['bytes']} bytes, "
+                  f"{r['bits_per_dim']:.4f} bits/dim ({r['stream_bits_per_dim']:.4f} without "
+                  f"the {OVERHEAD_BYTES}-byte header), {r['images'] / r['seconds']:.1f} images/s")
+        else:
+            r = decompress(args.ckpt, args.file, args.out)
+            print(f"{r['images']} images -> {args.out}, identical to the originals (SHA-256 "
+                  f"checked), {r['images'] / max(r['seconds'], math.ulp(1)):.1f} images/s")
+    except GenlabError as err:
+        print(f"\ngenlab: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,112 @@
+"""Autoregressive coding of uint8 images with a PixelCNN and a range coder.
+
+**Code length.** Sub-pixel t of an image (raster-then-channel order,
+`genlab.maths.autoregressive`) is coded under q_t, the model's conditional p(x_t | x_<t)
+quantized to integer frequencies by `constriction.stream.model.Categorical(perfect=False)`
+(24-bit precision; every value keeps a nonzero frequency, so every image can be coded). A range
+coder (`constriction.stream.queue.RangeEncoder`, first in first out) then spends
+
+    L(x) = -sum_t log2 q_t(x_t)   bits (+ at most a few words for the end of the stream)
+
+against the model's -log2 p(x) = -sum_t log2 p(x_t | x_<t): the overhead comes from the
+quantization of p to q, the coder's finite precision and the file's fixed header
+(`genlab.codec.container`, 140 bytes).
+
+**Identical probabilities.** Decoding is sequential: x_t is read back only once x_<t is
+known. The encoder therefore runs the very loop the decoder runs (`PixelCNN.choose_sequentially`:
+the sampling loop with the cached sampler, starting from zeros and writing each coded value
+before the next step), on batches of the same size, in float32 on one CPU thread, and codes the
+true value where the sampler would draw. Both see bit-identical conditionals, and the
+quantization of identical floats is identical. Should a machine or a library compute them
+differently, the decoded pixels fail the file's pixel SHA-256 and decompression is an error.
+
+**Pixels.** A softmax or logistic-mixture head codes the 256 values of each sub-pixel; a
+Bernoulli head (binarized MNIST) codes binary pixels, given as uint8 0 or 255 (what
+`data.binarize` makes), two symbols per sub-pixel: the codec codes the binary pixels the model
+sees, never 8-bit ones.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+import torch
+
+from genlab.errors import GenlabError
+from genlab.maths.autoregressive import pixel_index
+from genlab.models.pixelcnn import PixelCNN
+
+BATCH_SIZE = 64  # images coded together: the decoder's batches must be the encoder's
+
+
+def symbols_of(model: PixelCNN, images: torch.Tensor) -> torch.Tensor:
+    """The value index of every sub-pixel of uint8 images (N, C, H, W), in coding order: (N, D)
+    with D = C H W, column t = (i W + j) C + c. Binary heads take 0 -> 0 and 255 -> 1."""
+    if tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise GenlabError(f"The images are {tuple(images.shape[1:])} (C, H, W), but the model "
+                          f"was trained on {tuple(model.image_shape)}: compress images of the "
+                          "model's shape (e.g. MNIST padded to 32x32 as genlab's data reader "
+                          "serves it).")
+    if model.head.binary:
+        if not ((images == 0) | (images == 255)).all():
+            raise GenlabError("This model has a Bernoulli head: it gives probabilities to "
+                              "binary pixels only, so it can compress only images whose pixels "
+                              "are all 0 or 255 (binarized, as data.binarize makes them; e.g. "
+                              "genlab.data.transforms.binarize). Binarize the images first, or "
+                              "use a model with a softmax or logistic-mixture head for 8-bit "
+                              "images.")
+        images = images // 255
+    return images.permute(0, 2, 3, 1).reshape(len(images), -1).long()
+
+
+def _probabilities(log_probs: torch.Tensor) -> np.ndarray:
+    """The conditionals (B, V) as float64 probabilities for constriction (which rescales them
+    to integer frequencies summing to 2^24, none zero)."""
+    return np.ascontiguousarray(log_probs.double().exp().cpu().numpy())
+
+
+def _to_uint8(model: PixelCNN, x: torch.Tensor) -> torch.Tensor:
+    if model.head.binary:
+        return (x > 0).to(torch.uint8) * 255
+    return pixel_index(x).to(torch.uint8)
+
+
+def encode(model: PixelCNN, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """The range coder's stream (uint32 words) of uint8 images (N, C, H, W), coded in batches
+    of `batch_size` images."""
+    symbols = symbols_of(model, images)
+    encoder = constriction.stream.queue.RangeEncoder()
+    family = constriction.stream.model.Categorical(perfect=False)
+    for begin in range(0, len(images), batch_size):
+        part = symbols[begin:begin + batch_size]
+
+        def choose(log_probs: torch.Tensor, t: int, part=part) -> torch.Tensor:
+            encoder.encode(part[:, t].numpy().astype(np.int32), family,
+                           _probabilities(log_probs))
+            return part[:, t].to(log_probs.device)
+
+        model.choose_sequentially(len(part), choose)
+    return encoder.get_compressed()
+
+
+def decode(model: PixelCNN, words: np.ndarray, count: int, batch_size: int = BATCH_SIZE
+           ) -> torch.Tensor:
+    """`count` uint8 images (N, C, H, W) read back from the stream `words` that `encode` wrote
+    with the same model and `batch_size`."""
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    family = constriction.stream.model.Categorical(perfect=False)
+
+    def choose(log_probs: torch.Tensor, t: int) -> torch.Tensor:
+        try:
+            values = decoder.decode(family, _probabilities(log_probs))
+        except Exception as err:  # constriction reports exhausted or invalid streams
+            raise GenlabError(f"The coded stream cannot be decoded ({err}): it was not written "
+                              "by this model. Decompress with the checkpoint it was compressed "
+                              "with.") from None
+        return torch.from_numpy(values.astype(np.int64)).to(log_probs.device)
+
+    parts = []
+    for begin in range(0, count, batch_size):
+        n = min(batch_size, count - begin)
+        parts.append(_to_uint8(model, model.choose_sequentially(n, choose)))
+    return torch.cat(parts).cpu()
