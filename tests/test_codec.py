@@ -10,7 +10,7 @@ import torch
 from genlab.codec.cli import main
 from genlab.codec.coder import decode, encode
 from genlab.codec.container import OVERHEAD_BYTES, Container
-from genlab.data.transforms import to_model_range
+from genlab.data.transforms import binarize, to_model_range
 from genlab.models.pixelcnn import PixelCNN
 from tests.helpers.models import small_vae
 
@@ -188,6 +188,22 @@ def test_a_bernoulli_model_refuses_8_bit_images(tmp_path, capsys):
     refused(capsys, ["compress", ckpt, source, tmp_path / "x.glac"], "Bernoulli head",
             "0 or 255")
     leaves_nothing(tmp_path, "model.ckpt", "in.npz")
+
+
+def test_binarize_codes_the_binarized_images_of_8_bit_input(tmp_path):
+    """--binarize --seed k: the file holds binarize(images) drawn with seed k, which decompress
+    gives back bit for bit (8-bit input a Bernoulli model would refuse)."""
+    model, node = tiny("gated", "bernoulli", 1)
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", model, node)
+    images = uint8_images(1, binary=False)
+    source = save_images(tmp_path / "in.npz", images)
+    assert main(["compress", str(ckpt), str(source), str(tmp_path / "x.glac"), "--binarize",
+                 "--seed", "3"]) == 0
+    assert main(["decompress", str(ckpt), str(tmp_path / "x.glac"), str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz") as data:
+        decoded = data["images"]
+    expected = binarize(images, torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(decoded, expected.permute(0, 2, 3, 1).numpy())
 
 
 def test_the_container_reads_back_what_it_wrote():

@@ -2,14 +2,18 @@
 PixelCNN (any head; unconditional models).
 
     genlab-codec compress CKPT IMAGES OUT      # IMAGES: an .npz of uint8, a folder, an archive
+    genlab-codec compress CKPT mnist:test OUT --binarize   # 8-bit images, binarized first
     genlab-codec decompress CKPT IN OUT        # OUT: an .npz whose `images` are the originals
 
 IMAGES is read by genlab's image reader (`genlab.metrics.sources.open_images`: also a dataset
 split such as mnist:test). A model with a Bernoulli head codes binary images (every pixel 0 or
-255). `decompress` writes uint8 `images` (N, H, W, C), equal bit for bit to what was
-compressed, and only after checking them against the file's pixel SHA-256. Exit status 1 with
-a one-paragraph message for input the user can fix (a corrupted or truncated file, another
-checkpoint, a model without per-pixel likelihoods); no output file is left then.
+255); `--binarize` binarizes 8-bit images first, as `data.binarize=dynamic` does (each pixel
+255 with probability value / 255, drawn from a generator seeded with `--seed`): a lossy step
+before the lossless code, so decompress then gives the binarized images. `decompress` writes
+uint8 `images` (N, H, W, C), equal bit for bit to what was compressed, and only after checking
+them against the file's pixel SHA-256. Exit status 1 with a one-paragraph message for input
+the user can fix (a corrupted or truncated file, another checkpoint, a model without per-pixel
+likelihoods); no output file is left then.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from omegaconf import OmegaConf
 
 from genlab.codec.coder import BATCH_SIZE, decode, encode
 from genlab.codec.container import OVERHEAD_BYTES, Container, sha256_of_file, sha256_of_pixels
+from genlab.data.transforms import binarize
 from genlab.errors import GenlabError
 from genlab.files.atomic import atomic_write
 
@@ -63,10 +68,14 @@ def read_images(spec: str) -> torch.Tensor:
     return torch.cat(list(open_images(spec).batches(1024)))
 
 
-def compress(ckpt_path: str, images_spec: str, out: str, batch_size: int = BATCH_SIZE) -> dict:
-    """Code the images of `images_spec` into the file `out`; returns the sizes and rates."""
+def compress(ckpt_path: str, images_spec: str, out: str, batch_size: int = BATCH_SIZE,
+             binarize_seed: int | None = None) -> dict:
+    """Code the images of `images_spec` into the file `out`, binarized first with a generator
+    seeded with `binarize_seed` when it is given; returns the sizes and rates."""
     model, ckpt_sha = load_model(ckpt_path)
     images = read_images(images_spec)
+    if binarize_seed is not None:
+        images = binarize(images, torch.Generator().manual_seed(binarize_seed))
     start = time.perf_counter()
     words = encode(model, images, batch_size)
     seconds = time.perf_counter() - start
@@ -115,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out", help="the compressed file to write")
     c.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                    help="images coded together (speed only; stored in the file)")
+    c.add_argument("--binarize", action="store_true",
+                   help="binarize 8-bit images first (each pixel 255 with probability "
+                        "value/255), for a Bernoulli-head model; lossy, then coded losslessly")
+    c.add_argument("--seed", type=int, default=0, help="the seed of --binarize (default 0)")
     d = sub.add_parser("decompress", help="decode a file into an .npz of uint8 images")
     d.add_argument("ckpt", help="the checkpoint the file was compressed with")
     d.add_argument("file", help="a file written by `genlab-codec compress`")
@@ -128,13 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compress":
             if args.batch_size < 1:
                 raise GenlabError(f"--batch-size={args.batch_size}: give a positive number.")
-            r = compress(args.ckpt, args.images, args.out, args.batch_size)
+            r = compress(args.ckpt, args.images, args.out, args.batch_size,
+                         args.seed if args.binarize else None)
             print(f"{r['images']} images -> {args.out}: {r['bytes']} bytes, "
                   f"{r['bits_per_dim']:.4f} bits/dim ({r['stream_bits_per_dim']:.4f} without "
                   f"the {OVERHEAD_BYTES}-byte header), {r['images'] / r['seconds']:.1f} images/s")
         else:
             r = decompress(args.ckpt, args.file, args.out)
-            print(f"{r['images']} images -> {args.out}, identical to the originals (SHA-256 "
+            print(f"{r['images']} images -> {args.out}, identical to the compressed images (SHA-256 "
                   f"checked), {r['images'] / max(r['seconds'], math.ulp(1)):.1f} images/s")
     except GenlabError as err:
         print(f"\ngenlab: {err}", file=sys.stderr)

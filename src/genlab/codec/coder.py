@@ -51,10 +51,10 @@ def symbols_of(model: PixelCNN, images: torch.Tensor) -> torch.Tensor:
         if not ((images == 0) | (images == 255)).all():
             raise GenlabError("This model has a Bernoulli head: it gives probabilities to "
                               "binary pixels only, so it can compress only images whose pixels "
-                              "are all 0 or 255 (binarized, as data.binarize makes them; e.g. "
-                              "genlab.data.transforms.binarize). Binarize the images first, or "
-                              "use a model with a softmax or logistic-mixture head for 8-bit "
-                              "images.")
+                              "are all 0 or 255 (binarized, as data.binarize makes them). "
+                              "Binarize the images first (genlab-codec compress ... "
+                              "--binarize), or use a model with a softmax or logistic-mixture "
+                              "head for 8-bit images.")
         images = images // 255
     return images.permute(0, 2, 3, 1).reshape(len(images), -1).long()
 
