@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"the {OVERHEAD_BYTES}-byte header), {r['images'] / r['seconds']:.1f} images/s")
         else:
             r = decompress(args.ckpt, args.file, args.out)
-            print(f"{r['images']} images -> {args.out}, identical to the compressed images (SHA-256 "
-                  f"checked), {r['images'] / max(r['seconds'], math.ulp(1)):.1f} images/s")
+            print(f"{r['images']} images -> {args.out}, identical to the compressed images "
+                  f"(SHA-256 checked), {r['images'] / max(r['seconds'], math.ulp(1)):.1f} "
+                  "images/s")
     except GenlabError as err:
         print(f"\ngenlab: {err}", file=sys.stderr)
         return 1
