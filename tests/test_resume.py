@@ -13,6 +13,7 @@ import os
 import random
 import shlex
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,17 @@ def test_sigterm_stops_with_a_checkpoint_and_the_printed_command_continues_the_r
                                      for f in folders), folders
 
 
+def deliver(signum: int, done=lambda: False, timeout: float = 10.0) -> None:
+    """Send `signum` to this process and wait until Python has run its handler (`done()` is
+    true, or the handler raised, which interrupts the sleep), at most `timeout` seconds: a
+    process-directed signal may reach another thread, and the main thread then runs the handler
+    at its next check, so a test must not assume it has run when os.kill returns."""
+    os.kill(os.getpid(), signum)
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class _Trainer:
     """What StopOnSignal reads of a trainer, and a save_checkpoint that records its calls."""
     received_sigterm, current_epoch, global_step, is_global_zero = False, 0, 5, True
@@ -238,10 +250,10 @@ def test_ctrl_c_stops_at_the_end_of_the_batch_and_a_second_one_at_once(tmp_path)
     stop, trainer = StopOnSignal(tmp_path, "python train.py resume=x"), _Trainer(calls)
     stop.on_train_start(trainer, None)
     try:
-        os.kill(os.getpid(), signal.SIGINT)
+        deliver(signal.SIGINT, lambda: stop.received is not None)
         assert calls == [] and stop.received == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C: at once
-            os.kill(os.getpid(), signal.SIGINT)
+            deliver(signal.SIGINT)
         with pytest.raises(SIGTERMException) as stopped:
             stop.on_train_batch_end(trainer)
         assert calls == [("saved", "interrupted.ckpt")]
@@ -261,7 +273,7 @@ def test_sigterm_during_the_test_after_fitting_stops_at_once(tmp_path):
     stop.on_test_start(None, None)
     try:
         with pytest.raises(SIGTERMException) as stopped:
-            os.kill(os.getpid(), signal.SIGTERM)
+            deliver(signal.SIGTERM)
         assert stopped.value.code == 143
     finally:
         stop.on_exception(_Trainer([]), None, stopped.value)
@@ -282,7 +294,7 @@ def test_the_slurm_signal_writes_the_checkpoint_then_lets_submitit_requeue(tmp_p
         stop, trainer = StopOnSignal(tmp_path, "python train.py resume=x"), _Trainer(calls)
         stop.on_train_start(trainer, None)
         stop.on_train_batch_end(trainer)
-        os.kill(os.getpid(), signal.SIGUSR2)
+        deliver(signal.SIGUSR2, lambda: stop.received is not None)
         assert calls == []  # noted, nothing done inside the handler
         with pytest.raises(SIGTERMException) as stopped:
             stop.on_train_batch_end(trainer)
