@@ -13,6 +13,8 @@ import os
 import random
 import shlex
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -238,7 +240,7 @@ class _Trainer:
         self.calls.append(("saved", Path(path).name))
 
 
-def test_ctrl_c_stops_at_the_end_of_the_batch_and_a_second_one_at_once(tmp_path):
+def ctrl_c_scenario(tmp_path: Path) -> None:
     """The first Ctrl-C is only noted; the batch under way ends, the checkpoint is written and
     the run stops with status 130; after it (or a second Ctrl-C) SIGINT is Python's
     KeyboardInterrupt again."""
@@ -261,6 +263,17 @@ def test_ctrl_c_stops_at_the_end_of_the_batch_and_a_second_one_at_once(tmp_path)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_ctrl_c_stops_at_the_end_of_the_batch_and_a_second_one_at_once(tmp_path):
+    """`ctrl_c_scenario` in a fresh Python process, as train.py runs: in the pytest process
+    that has run the whole suite, a second SIGINT did not raise KeyboardInterrupt (state left
+    by earlier tests, which is not a training process's)."""
+    check = subprocess.run(
+        [sys.executable, "-c", f"import test_resume; test_resume.ctrl_c_scenario("
+                               f"test_resume.Path({str(tmp_path)!r}))"],
+        cwd=Path(__file__).parent, capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stderr[-3000:]
 
 
 def test_sigterm_during_the_test_after_fitting_stops_at_once(tmp_path):
