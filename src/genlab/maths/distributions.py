@@ -196,14 +196,34 @@ class PixelLikelihood:
         mean, log_scale = params.float().chunk(2, dim=1)
         return mean, log_scale.clamp(min=self.MIN_LOG_SCALE)
 
-    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """log p(x | params) per image (B,), float32."""
+    def log_prob_per_pixel(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x | params) per pixel channel (B, C, H, W), float32; `x` may carry leading
+        dimensions in front of params' (B, C, H, W), which broadcast."""
         if self.name == "bernoulli":
-            return bernoulli_log_prob(x, params)
+            return bernoulli_log_prob_per_pixel(x, params.expand_as(x))
         mean, log_scale = self._mean_and_log_scale(params)
         if self.name == "gaussian":
-            return discretized_gaussian_log_prob(x, mean, log_scale)
-        return discretized_logistic_log_prob(x, mean, log_scale)
+            return discretized_gaussian_log_prob_per_pixel(x, mean, log_scale)
+        return discretized_logistic_log_prob_per_pixel(x, mean, log_scale)
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """log p(x | params) per image (B,), float32."""
+        return _sum_pixels(self.log_prob_per_pixel(x, params))
+
+    def values(self) -> torch.Tensor:
+        """Every value a pixel channel can take, in [-1, 1]: (-1, 1) for bernoulli, the 256
+        bin centres 2k/255 - 1 otherwise; value index k is what an entropy coder codes."""
+        if self.name == "bernoulli":
+            return torch.tensor([-1.0, 1.0])
+        return torch.arange(256) * (2 / 255) - 1
+
+    def value_log_probs(self, params: torch.Tensor) -> torch.Tensor:
+        """log p(x_i = v | params) for every pixel channel i and every value v of `values()`:
+        (B, C, H, W, V), float32; each row sums to one in probability."""
+        values = self.values().to(params.device)
+        shape = (len(values), *self.mean(params).shape)
+        return self.log_prob_per_pixel(values.view(-1, 1, 1, 1, 1).expand(shape),
+                                       params).movedim(0, -1)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """The expected image, in [-1, 1] (for the discretized densities: their location,

@@ -38,7 +38,7 @@ SAMPLERS = ("naive", "cached")
 
 
 @contextmanager
-def _one_cpu_thread(active: bool):
+def one_cpu_thread(active: bool):
     """One intra-op thread for the cached sampler on a CPU: its operations are a few thousand
     numbers each, where splitting across threads costs more than it saves (on our 2-core
     machine, 2 threads were slower than 1)."""
@@ -239,7 +239,7 @@ class PixelCNN(GenerativeModule):
         sampler = check_choice("sampler", sampler or self.sampler, SAMPLERS)
         labels = self.condition(labels)
         chunks = []
-        with _one_cpu_thread(sampler == "cached" and x.device.type == "cpu"):
+        with one_cpu_thread(sampler == "cached" and x.device.type == "cpu"):
             for begin in range(0, len(x), self.sample_batch_size):
                 part = slice(begin, begin + self.sample_batch_size)
                 xs, ys = x[part].clone(), None if labels is None else labels[part]
@@ -268,7 +268,7 @@ class PixelCNN(GenerativeModule):
         batch of the same size. Unconditional models only."""
         dtype = next(self.network.parameters()).dtype
         x = torch.zeros(n, *self.image_shape, device=self.device, dtype=dtype)
-        with _one_cpu_thread(x.device.type == "cpu"):
+        with one_cpu_thread(x.device.type == "cpu"):
             return ancestral_sample(self._pixel_output(x, None, "cached"), self.head, x,
                                     choose=choose)
 

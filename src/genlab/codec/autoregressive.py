@@ -32,6 +32,7 @@ import constriction
 import numpy as np
 import torch
 
+from genlab.codec.pixels import coder_probabilities, to_uint8, value_indices
 from genlab.errors import GenlabError
 from genlab.maths.autoregressive import pixel_index
 from genlab.models.pixelcnn import PixelCNN
@@ -42,33 +43,8 @@ BATCH_SIZE = 64  # images coded together: the decoder's batches must be the enco
 def symbols_of(model: PixelCNN, images: torch.Tensor) -> torch.Tensor:
     """The value index of every sub-pixel of uint8 images (N, C, H, W), in coding order: (N, D)
     with D = C H W, column t = (i W + j) C + c. Binary heads take 0 -> 0 and 255 -> 1."""
-    if tuple(images.shape[1:]) != tuple(model.image_shape):
-        raise GenlabError(f"The images are {tuple(images.shape[1:])} (C, H, W), but the model "
-                          f"was trained on {tuple(model.image_shape)}: compress images of the "
-                          "model's shape (e.g. MNIST padded to 32x32 as genlab's data reader "
-                          "serves it).")
-    if model.head.binary:
-        if not ((images == 0) | (images == 255)).all():
-            raise GenlabError("This model has a Bernoulli head: it gives probabilities to "
-                              "binary pixels only, so it can compress only images whose pixels "
-                              "are all 0 or 255 (binarized, as data.binarize makes them). "
-                              "Binarize the images first (genlab-codec compress ... "
-                              "--binarize), or use a model with a softmax or logistic-mixture "
-                              "head for 8-bit images.")
-        images = images // 255
-    return images.permute(0, 2, 3, 1).reshape(len(images), -1).long()
-
-
-def _probabilities(log_probs: torch.Tensor) -> np.ndarray:
-    """The conditionals (B, V) as float64 probabilities for constriction (which rescales them
-    to integer frequencies summing to 2^24, none zero)."""
-    return np.ascontiguousarray(log_probs.double().exp().cpu().numpy())
-
-
-def _to_uint8(model: PixelCNN, x: torch.Tensor) -> torch.Tensor:
-    if model.head.binary:
-        return (x > 0).to(torch.uint8) * 255
-    return pixel_index(x).to(torch.uint8)
+    indices = value_indices(images, model.image_shape, model.head.binary)
+    return indices.permute(0, 2, 3, 1).reshape(len(images), -1)
 
 
 def encode(model: PixelCNN, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> np.ndarray:
@@ -82,7 +58,7 @@ def encode(model: PixelCNN, images: torch.Tensor, batch_size: int = BATCH_SIZE) 
 
         def choose(log_probs: torch.Tensor, t: int, part=part) -> torch.Tensor:
             encoder.encode(part[:, t].numpy().astype(np.int32), family,
-                           _probabilities(log_probs))
+                           coder_probabilities(log_probs))
             return part[:, t].to(log_probs.device)
 
         model.choose_sequentially(len(part), choose)
@@ -98,7 +74,7 @@ def decode(model: PixelCNN, words: np.ndarray, count: int, batch_size: int = BAT
 
     def choose(log_probs: torch.Tensor, t: int) -> torch.Tensor:
         try:
-            values = decoder.decode(family, _probabilities(log_probs))
+            values = decoder.decode(family, coder_probabilities(log_probs))
         except Exception as err:  # constriction reports exhausted or invalid streams
             raise GenlabError(f"The coded stream cannot be decoded ({err}): it was not written "
                               "by this model. Decompress with the checkpoint it was compressed "
@@ -108,5 +84,7 @@ def decode(model: PixelCNN, words: np.ndarray, count: int, batch_size: int = BAT
     parts = []
     for begin in range(0, count, batch_size):
         n = min(batch_size, count - begin)
-        parts.append(_to_uint8(model, model.choose_sequentially(n, choose)))
+        x = model.choose_sequentially(n, choose)
+        parts.append(to_uint8((x > 0).long() if model.head.binary else pixel_index(x),
+                              model.head.binary))
     return torch.cat(parts).cpu()
