@@ -102,6 +102,9 @@ def test_psnr_at_rate_interpolates_linearly_in_bpp_and_never_extrapolates():
     assert rd.psnr_at_rate(sweep, 3.0) == pytest.approx(35.0)
     assert rd.psnr_at_rate(sweep, 4.0) == pytest.approx(40.0)
     assert rd.psnr_at_rate(sweep, 0.5) is None and rd.psnr_at_rate(sweep, 5.0) is None
+    assert rd.rate_at_psnr(sweep, 25.0) == pytest.approx(1.5)
+    assert rd.rate_at_psnr(sweep, 35.0) == pytest.approx(3.0)
+    assert rd.rate_at_psnr(sweep, 19.0) is None and rd.rate_at_psnr(sweep, 41.0) is None
 
 
 # -- the VAE and the command ---------------------------------------------------------------------

@@ -19,7 +19,8 @@ images tiled into one mosaic (32x32 tiles sit on JPEG's 8- and WebP's 16-pixel b
 block straddles two images; one header: the fair codec comparison). Their rate is file bytes * 8
 / pixels. "Matched bits per pixel": a codec's PSNR at a VAE's rate, read off the codec's
 (bpp, PSNR) sweep by linear interpolation in bpp between the two qualities around it; outside
-the sweep's range there is no value (no extrapolation).
+the sweep's range there is no value (no extrapolation). The table also gives the converse, the
+bpp a codec needs for the VAE's PSNR (interpolated in PSNR the same way).
 """
 
 from __future__ import annotations
@@ -135,14 +136,25 @@ def codec_sweep(images: np.ndarray, fmt: str, qualities, mosaic: bool) -> list[P
     return [codec_point(images, fmt, q, mosaic) for q in qualities]
 
 
+def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
+    """y at x, linear between the two points around x (sorted by x); None outside their range."""
+    order = np.argsort(xs)
+    xs, ys = np.asarray(xs)[order], np.asarray(ys)[order]
+    if not xs[0] <= x <= xs[-1]:
+        return None
+    return float(np.interp(x, xs, ys))
+
+
 def psnr_at_rate(sweep: list[Point], bpp: float) -> float | None:
     """A codec's PSNR at `bpp`, linearly interpolated in bpp along its sweep; None outside the
     sweep's range of rates."""
-    points = sorted(sweep, key=lambda p: p.bpp)
-    rates = [p.bpp for p in points]
-    if not rates[0] <= bpp <= rates[-1]:
-        return None
-    return float(np.interp(bpp, rates, [p.psnr for p in points]))
+    return _interpolate([p.bpp for p in sweep], [p.psnr for p in sweep], bpp)
+
+
+def rate_at_psnr(sweep: list[Point], db: float) -> float | None:
+    """The bpp a codec needs for a PSNR of `db`, linearly interpolated in PSNR along its sweep;
+    None outside the sweep's range of PSNR."""
+    return _interpolate([p.psnr for p in sweep], [p.bpp for p in sweep], db)
 
 
 # -- the VAE -------------------------------------------------------------------------------------
@@ -219,23 +231,27 @@ def find_checkpoints(paths: list[str]) -> list[Path]:
 
 
 # -- the report ----------------------------------------------------------------------------------
-def _db(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
+def _cell(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
 def print_tables(vaes: list[tuple[float, Point, Point]], sweeps: dict[str, list[Point]]) -> None:
-    """The VAE points with the codecs' PSNR at matched bits per pixel, then the codec sweeps."""
+    """The VAE points with the codecs' PSNR at matched bits per pixel and the codecs' bpp at
+    matched PSNR, then the codec sweeps."""
     names = list(sweeps)
     print(f"Rate: {KL_RATE_LABEL}, bits per 32x32 pixel. PSNR in dB on 8-bit values, averaged "
-          "over images; codec columns: PSNR at the VAE's rate, interpolated in bpp along the "
-          "quality sweep (— : the rate is outside the sweep).\n")
+          "over images. Codec columns, read off each codec's quality sweep by linear "
+          "interpolation (— : outside the sweep, not extrapolated): its PSNR at the VAE's rate, "
+          "then the bpp it needs for the VAE's PSNR (z ~ q).\n")
     print("| beta | KL rate (bpp) | PSNR z~q | MSE z~q | PSNR z=mu | MSE z=mu | "
-          + " | ".join(names) + " |")
-    print("| ---: " * (6 + len(names)) + "|")
+          + " | ".join(f"{name}: dB at this rate" for name in names) + " | "
+          + " | ".join(f"{name}: bpp for this PSNR" for name in names) + " |")
+    print("| ---: " * (6 + 2 * len(names)) + "|")
     for beta, sampled, mean in vaes:
-        matched = [_db(psnr_at_rate(sweeps[name], sampled.bpp)) for name in names]
+        at_rate = [_cell(psnr_at_rate(sweeps[name], sampled.bpp), 2) for name in names]
+        at_psnr = [_cell(rate_at_psnr(sweeps[name], sampled.psnr), 3) for name in names]
         print(f"| {beta:g} | {sampled.bpp:.4f} | {sampled.psnr:.2f} | {sampled.mse:.1f} | "
-              f"{mean.psnr:.2f} | {mean.mse:.1f} | " + " | ".join(matched) + " |")
+              f"{mean.psnr:.2f} | {mean.mse:.1f} | " + " | ".join(at_rate + at_psnr) + " |")
     print("\n| codec | quality | bpp | PSNR (dB) | MSE |\n| --- | ---: | ---: | ---: | ---: |")
     for name, sweep in sweeps.items():
         for p in sweep:
@@ -271,7 +287,7 @@ def plot(vaes: list[tuple[float, Point, Point]], sweeps: dict[str, list[Point]],
     ax.set_ylabel("PSNR (dB, 8-bit, mean over images)")
     ax.set_title(f"Rate-distortion on {n:,} Fashion-MNIST test images (32x32)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     with atomic_write(out) as f:
         fig.savefig(f, format="png", dpi=110)
