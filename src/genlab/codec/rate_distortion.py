@@ -281,7 +281,8 @@ def plot(vaes: list[tuple[float, Point, Point]], sweeps: dict[str, list[Point]],
                 color="tab:red" if i == 1 else "tab:orange", label=label)
     for beta, sampled, _ in vaes:
         ax.annotate(f"β={beta:g}", (sampled.bpp, sampled.psnr), textcoords="offset points",
-                    xytext=(4, -12), fontsize=8, color="tab:red")
+                    xytext=(0, -7), rotation=-60, ha="left", va="top", fontsize=8,
+                    color="tab:red")
     ax.set_xscale("log")
     ax.set_xlabel("rate (bits per pixel; VAE: KL rate, not a file)")
     ax.set_ylabel("PSNR (dB, 8-bit, mean over images)")
