@@ -38,6 +38,7 @@ from PIL import Image
 
 from genlab.codec.cli import coder_of, compress, decompress, load_model
 from genlab.codec.container import OVERHEAD_BYTES
+from genlab.codec.rate_distortion import tile
 from genlab.data.transforms import binarize, to_model_range
 from genlab.metrics.sources import open_images
 from genlab.run.checkpoint import load_checkpoint
@@ -69,16 +70,6 @@ def image_bytes(images: np.ndarray, fmt: str, mode: str, **options) -> int:
     return total
 
 
-def mosaic(images: np.ndarray) -> np.ndarray:
-    """The images (N, H, W) tiled row by row into one square-ish image, blank tiles at the end."""
-    n, h, w = images.shape
-    columns = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    tiles = np.zeros((rows * columns, h, w), dtype=images.dtype)
-    tiles[:n] = images
-    return tiles.reshape(rows, columns, h, w).transpose(0, 2, 1, 3).reshape(rows * h, columns * w)
-
-
 @torch.no_grad()
 def reference_bits(model, images: torch.Tensor) -> tuple[str, float]:
     """What the codec pays in principle, in bits for all images: a PixelCNN's -log2 p(x), a
@@ -98,7 +89,7 @@ def reference_bits(model, images: torch.Tensor) -> tuple[str, float]:
 
 def main() -> None:
     args = parse_args()
-    model, _ = load_model(args.ckpt)
+    model, _, _ = load_model(args.ckpt)
     coder, likelihood = coder_of(model)
     binary = likelihood == "bernoulli"
     images = next(open_images(f"{args.dataset}:test").batches(args.num))
@@ -132,7 +123,7 @@ def main() -> None:
     rows.append(("PNG, 8-bit", image_bytes(grey, "PNG", colour, optimize=True), "per image"))
     rows.append(("WebP lossless", image_bytes(grey, "WEBP", colour, lossless=True, quality=100,
                                               method=6), "per image"))
-    tiled = mosaic(grey)[None]
+    tiled = tile(grey, math.ceil(math.sqrt(n)))[None]
     if binary:
         rows.append(("PNG, 1-bit, one mosaic", image_bytes(tiled, "PNG", "1", optimize=True),
                      "all images in one file"))

@@ -179,7 +179,7 @@ def test_the_named_multirun_composes_with_the_beta_grid():
     (sweep,) = OverridesParser.create().parse_overrides(
         [f"model.beta={cfg.hydra.sweeper.params['model.beta']}"])
     betas = [float(b) for b in sweep.sweep_string_iterator()]
-    assert betas == pytest.approx([10 ** (k / 2) for k in range(-2, 3)], rel=0.01)
+    assert betas == pytest.approx([10 ** (k / 2) for k in range(-4, 3)], rel=0.01)
     assert cfg.data.name == "fashion_mnist" and cfg.data.binarize is False
     assert cfg.model.likelihood == "gaussian" and cfg.model.latent_dim == 64
     assert list(cfg.model.channels) == [16, 32, 64] and cfg.test is False

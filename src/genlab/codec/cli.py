@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from genlab.codec import autoregressive, bitsback
 from genlab.codec.container import OVERHEAD_BYTES, Container, sha256_of_file, sha256_of_pixels
@@ -37,31 +36,24 @@ from genlab.files.atomic import atomic_write
 
 
 def load_model(ckpt_path: str | Path):
-    """The PixelCNN or VAE of a train.py checkpoint (read safely, `genlab.run.checkpoint`), in
-    eval mode on the CPU, and the SHA-256 of the checkpoint file."""
+    """The PixelCNN or VAE of a train.py checkpoint (`genlab.run.checkpoint.load_model`) in
+    eval mode on the CPU, the SHA-256 of the checkpoint file, and its run config."""
     from genlab.models.pixelcnn import PixelCNN
     from genlab.models.vae import VAE
-    from genlab.run.build import build
-    from genlab.run.checkpoint import load_checkpoint
-    from genlab.run.validate import locate
+    from genlab.run.checkpoint import load_model as load_checkpoint_model
 
-    checkpoint = load_checkpoint(ckpt_path, "CKPT")
-    node = checkpoint["genlab_config"]["model"]
-    cls = locate(str(node["_target_"]), "model")
-    if not (isinstance(cls, type) and issubclass(cls, (PixelCNN, VAE))):
-        raise GenlabError(f"CKPT={ckpt_path} holds a {getattr(cls, '__name__', cls)}, which "
-                          "genlab-codec cannot code with: it codes images autoregressively with "
-                          "the PixelCNN family (exact per-pixel conditionals) and by bits-back "
-                          "coding with a VAE (a posterior and a pixel likelihood); other "
-                          "families are not implemented. Use a PixelCNN or VAE checkpoint "
-                          "(e.g. experiment=pixelcnn_mnist or experiment=vae_mnist).")
-    if node.get("conditional"):
-        raise GenlabError(f"CKPT={ckpt_path} holds a class-conditional {cls.__name__}, whose "
-                          "probabilities depend on a label that genlab-codec does not store. Use "
-                          "an unconditional model (model.conditional=false).")
-    model = build(OmegaConf.create(node))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), sha256_of_file(ckpt_path)
+    model, config = load_checkpoint_model(
+        ckpt_path, (PixelCNN, VAE), "which genlab-codec cannot code with: it codes images "
+        "autoregressively with the PixelCNN family (exact per-pixel conditionals) and by "
+        "bits-back coding with a VAE (a posterior and a pixel likelihood); other families are "
+        "not implemented. Use a PixelCNN or VAE checkpoint (e.g. experiment=pixelcnn_mnist or "
+        "experiment=vae_mnist).", "CKPT")
+    if model.conditional:
+        raise GenlabError(f"CKPT={ckpt_path} holds a class-conditional "
+                          f"{type(model).__name__}, whose probabilities depend on a label that "
+                          "genlab-codec does not store. Use an unconditional model "
+                          "(model.conditional=false).")
+    return model, sha256_of_file(ckpt_path), config
 
 
 def coder_of(model) -> tuple[str, str]:
@@ -85,7 +77,7 @@ def compress(ckpt_path: str, images_spec: str, out: str, batch_size: int | None 
     """Code the images of `images_spec` into the file `out`, binarized first with a generator
     seeded with `binarize_seed` when it is given; returns the sizes and rates. `batch_size`
     and `latent_bits` default to the coder's own defaults."""
-    model, ckpt_sha = load_model(ckpt_path)
+    model, ckpt_sha, _ = load_model(ckpt_path)
     coder, head = coder_of(model)
     if coder == "autoregressive" and latent_bits is not None:
         raise GenlabError(f"--latent-bits applies to bits-back coding with a VAE; CKPT="
@@ -119,7 +111,7 @@ def compress(ckpt_path: str, images_spec: str, out: str, batch_size: int | None 
 def decompress(ckpt_path: str, file: str, out: str) -> dict:
     """Decode the file `file` and write its images to the .npz `out` (array `images`)."""
     container = Container.read(file)  # a corrupted file fails before the model is loaded
-    model, ckpt_sha = load_model(ckpt_path)
+    model, ckpt_sha, _ = load_model(ckpt_path)
     if ckpt_sha != container.checkpoint_sha256:
         raise GenlabError(f"{file} was compressed with another checkpoint (SHA-256 "
                           f"{container.checkpoint_sha256.hex()[:16]}...), not {ckpt_path} "

@@ -79,13 +79,14 @@ def nearest_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def tile(images: np.ndarray, columns: int) -> np.ndarray:
-    """Images (N, H, W) tiled row by row into one (rows * H, columns * W) image, blank tiles at
-    the end."""
-    n, h, w = images.shape
+    """Images (N, H, W) or (N, H, W, C) tiled row by row into one (rows * H, columns * W[, C])
+    image, blank tiles at the end."""
+    n, h, w, *channels = images.shape
     rows = math.ceil(n / columns)
-    tiles = np.zeros((rows * columns, h, w), dtype=images.dtype)
+    tiles = np.zeros((rows * columns, h, w, *channels), dtype=images.dtype)
     tiles[:n] = images
-    return tiles.reshape(rows, columns, h, w).transpose(0, 2, 1, 3).reshape(rows * h, columns * w)
+    return (tiles.reshape(rows, columns, h, w, *channels).swapaxes(1, 2)
+            .reshape(rows * h, columns * w, *channels))
 
 
 def untile(mosaic: np.ndarray, n: int, h: int, w: int) -> np.ndarray:
@@ -159,32 +160,21 @@ def rate_at_psnr(sweep: list[Point], db: float) -> float | None:
 
 # -- the VAE -------------------------------------------------------------------------------------
 def load_vae(ckpt_path: Path):
-    """The VAE of a train.py checkpoint (`genlab.run.checkpoint`, `genlab.run.build`) in eval
-    mode on the CPU, and its run config; a GenlabError for any other model."""
-    from omegaconf import OmegaConf
-
+    """The VAE of a train.py checkpoint in eval mode on the CPU, and its run config; a
+    GenlabError for any other model, or a VAE not of 8-bit images."""
     from genlab.models.vae import VAE
-    from genlab.run.build import build
-    from genlab.run.checkpoint import load_checkpoint
-    from genlab.run.validate import locate
+    from genlab.run.checkpoint import load_model
 
-    checkpoint = load_checkpoint(ckpt_path, "checkpoint")
-    config = checkpoint["genlab_config"]
-    cls = locate(str(config["model"]["_target_"]), "model")
-    if not (isinstance(cls, type) and issubclass(cls, VAE)):
-        raise GenlabError(f"{ckpt_path} holds a {getattr(cls, '__name__', cls)}, not a VAE. The "
-                          "rate-distortion measurement reads a VAE's posterior q(z|x) for the "
-                          "rate and its decoder for the distortion; give run directories of "
-                          "VAE runs, e.g. of python train.py -m experiment=vae_rate_distortion.")
-    node = config["model"]
-    if node.get("likelihood") == "bernoulli" or node.get("conditional"):
+    model, config = load_model(
+        ckpt_path, (VAE,), "not a VAE. The rate-distortion measurement reads a VAE's posterior "
+        "q(z|x) for the rate and its decoder for the distortion; give run directories of VAE "
+        "runs, e.g. of python train.py -m experiment=vae_rate_distortion.", "checkpoint")
+    if model.likelihood == "bernoulli" or model.conditional:
         raise GenlabError(f"{ckpt_path} holds a VAE with a Bernoulli likelihood or a class-"
                           "conditional one; the measurement needs an unconditional VAE of 8-bit "
                           "images (model.likelihood=gaussian or logistic, model.conditional="
                           "false), such as the jobs of experiment=vae_rate_distortion.")
-    model = build(OmegaConf.create(node))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), config
+    return model, config
 
 
 @torch.no_grad()
@@ -259,7 +249,7 @@ def print_tables(vaes: list[tuple[float, Point, Point]], sweeps: dict[str, list[
 
 
 def plot(vaes: list[tuple[float, Point, Point]], sweeps: dict[str, list[Point]], n: int,
-         out: Path) -> None:
+         data: str, out: Path) -> None:
     """Rate (bpp, log axis) against PSNR (dB): the VAE at z ~ q and z = mu, the codecs."""
     import matplotlib
 
@@ -287,7 +277,7 @@ def plot(vaes: list[tuple[float, Point, Point]], sweeps: dict[str, list[Point]],
     ax.set_ylim(bottom=min(v[1].psnr for v in vaes) - 4)   # room for the slanted labels
     ax.set_xlabel("rate (bits per pixel; VAE: KL rate, not a file)")
     ax.set_ylabel("PSNR (dB, 8-bit, mean over images)")
-    ax.set_title(f"Rate-distortion on {n:,} Fashion-MNIST test images (32x32)")
+    ax.set_title(f"Rate-distortion on {n:,} {data} test images (32x32)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -327,7 +317,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"{len(images):,} {data}:test images (32x32 as genlab serves them); "
           f"{len(vaes)} VAE checkpoints\n")
     print_tables(vaes, sweeps)
-    plot(vaes, sweeps, len(images), Path(args.out))
+    plot(vaes, sweeps, len(images), data, Path(args.out))
     print(f"\nplot: {args.out}")
 
 

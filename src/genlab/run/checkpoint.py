@@ -37,6 +37,24 @@ from genlab.run.layout import RunLayout
 SAFE_GLOBALS: list = []
 
 
+def load_model(path: str | Path, families: tuple[type, ...], refusal: str, key: str) -> tuple:
+    """The model of a train.py checkpoint, built from the run config it stores and given its
+    weights, in eval mode, with that config (plain containers); a GenlabError naming `key`
+    when its class is none of `families`: "`key`=`path` holds a <class>, " then `refusal`."""
+    from omegaconf import OmegaConf
+
+    from genlab.run.build import build
+    from genlab.run.validate import locate
+
+    checkpoint = load_checkpoint(path, key)
+    config = checkpoint[CONFIG_KEY]
+    cls = locate(str(config["model"]["_target_"]), "model")
+    if not (isinstance(cls, type) and issubclass(cls, families)):
+        raise GenlabError(f"{key}={path} holds a {getattr(cls, '__name__', cls)}, {refusal}")
+    model = build(OmegaConf.create(config["model"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), config
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer for local paths, through `atomic_write`."""
 
