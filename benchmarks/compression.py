@@ -2,10 +2,12 @@
 with bits-back coding) against PNG, WebP lossless and general-purpose compressors.
 
     python benchmarks/compression.py CKPT                          # 200 MNIST test images
-    python benchmarks/compression.py CKPT --num 10000 --dataset fashion_mnist
+    python benchmarks/compression.py CKPT --num 10000 --images fashion_mnist:test
+    python benchmarks/compression.py CKPT --images cifar10-jpeg.tar.gz::cifar10-jpeg/test
 
-The images are the first `--num` test images of `--dataset` as genlab serves them (MNIST and
-Fashion-MNIST 28x28 zero-padded to 32x32); for a model with a Bernoulli likelihood they are
+The images are the first `--num` images of `--images` (a dataset split or anything genlab's
+image reader opens) as genlab serves them (MNIST and Fashion-MNIST 28x28 zero-padded to
+32x32); for a model with a Bernoulli likelihood they are
 binarized once with `genlab.data.transforms.binarize` and a generator seeded with `--seed`
 (each pixel white with probability u / 255): the binary pixels such a model sees; other
 models get the 8-bit images. genlab-codec runs through its CLI functions, so its sizes are
@@ -43,15 +45,16 @@ from genlab.data.transforms import binarize, to_model_range
 from genlab.metrics.sources import open_images
 from genlab.run.checkpoint import load_checkpoint
 
-ORIGINAL_PIXELS = {"mnist": 28 * 28, "fashion_mnist": 28 * 28, "cifar10": 32 * 32 * 3}
+PADDED_28 = ("mnist:", "fashion_mnist:")  # 28x28 images served zero-padded to 32x32
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("ckpt", help="a PixelCNN or VAE checkpoint (e.g. of experiment=pixelcnn_mnist "
                    "or experiment=vae_mnist)")
-    p.add_argument("--dataset", default="mnist", choices=sorted(ORIGINAL_PIXELS),
-                   help="whose test split to code (default mnist)")
+    p.add_argument("--images", default="mnist:test",
+                   help="the images to code: NAME:SPLIT, a folder, an archive (default "
+                        "mnist:test)")
     p.add_argument("--num", type=int, default=200, help="test images")
     p.add_argument("--seed", type=int, default=0, help="seed of the binarization")
     p.add_argument("--batch-size", type=int, default=None,
@@ -92,7 +95,7 @@ def main() -> None:
     model, _, _ = load_model(args.ckpt)
     coder, likelihood = coder_of(model)
     binary = likelihood == "bernoulli"
-    images = next(open_images(f"{args.dataset}:test").batches(args.num))
+    images = next(open_images(args.images).batches(args.num))
     if binary:
         images = binarize(images, torch.Generator().manual_seed(args.seed))
     n, dims = len(images), images[0].numel()
@@ -143,8 +146,8 @@ def main() -> None:
             rows.append((f"{name}, {what}", len(compressor(data)), "the whole array"))
     what = "binarized" if binary else "8-bit"
     trained = load_checkpoint(args.ckpt, "CKPT")
-    original = ORIGINAL_PIXELS[args.dataset]
-    print(f"{n} {args.dataset} test images ({what}, {tuple(images.shape[1:])} as genlab serves "
+    original = 28 * 28 if args.images.startswith(PADDED_28) else dims
+    print(f"{n} images of {args.images} ({what}, {tuple(images.shape[1:])} as genlab serves "
           f"them); {args.ckpt} (epoch {trained.get('epoch')}, step {trained.get('global_step')})")
     print(f"| method | bytes | bits/image | bits/dim ({dims}) | bits per original pixel "
           f"(/{original}) | |")

@@ -6,11 +6,23 @@ and what to do about it. The entry points print it without a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 
 
 class GenlabError(Exception):
     """An error caused by input or configuration that the user can fix."""
+
+
+def exit_status(work: Callable[[], object]) -> int:
+    """A command-line tool's exit status for doing `work`: 0, or 1 after printing the message of
+    the GenlabError it raised to stderr (one paragraph, no traceback)."""
+    try:
+        work()
+    except GenlabError as err:
+        print(f"\ngenlab: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def yaml_repr(value) -> str:

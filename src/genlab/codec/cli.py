@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import torch
 from genlab.codec import autoregressive, bitsback
 from genlab.codec.container import OVERHEAD_BYTES, Container, sha256_of_file, sha256_of_pixels
 from genlab.data.transforms import binarize
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, exit_status
 from genlab.files.atomic import atomic_write
 
 
@@ -169,26 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run(args: argparse.Namespace) -> None:
+    """Compress or decompress as the parsed command line says, printing what was done."""
+    if args.command == "compress":
+        if args.batch_size is not None and args.batch_size < 1:
+            raise GenlabError(f"--batch-size={args.batch_size}: give a positive number.")
+        r = compress(args.ckpt, args.images, args.out, args.batch_size,
+                     args.seed if args.binarize else None, args.latent_bits)
+        initial = (f", {r['net_bits_per_dim']:.4f} without the initial bits"
+                   if r["coder"] == "bits-back" else "")
+        print(f"{r['images']} images -> {args.out}: {r['bytes']} bytes, "
+              f"{r['bits_per_dim']:.4f} bits/dim ({r['stream_bits_per_dim']:.4f} without "
+              f"the {OVERHEAD_BYTES}-byte header{initial}), "
+              f"{r['images'] / r['seconds']:.1f} images/s")
+    else:
+        r = decompress(args.ckpt, args.file, args.out)
+        print(f"{r['images']} images -> {args.out}, identical to the compressed images "
+              f"(SHA-256 checked), {r['images'] / max(r['seconds'], math.ulp(1)):.1f} "
+              "images/s")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "compress":
-            if args.batch_size is not None and args.batch_size < 1:
-                raise GenlabError(f"--batch-size={args.batch_size}: give a positive number.")
-            r = compress(args.ckpt, args.images, args.out, args.batch_size,
-                         args.seed if args.binarize else None, args.latent_bits)
-            initial = (f", {r['net_bits_per_dim']:.4f} without the initial bits"
-                       if r["coder"] == "bits-back" else "")
-            print(f"{r['images']} images -> {args.out}: {r['bytes']} bytes, "
-                  f"{r['bits_per_dim']:.4f} bits/dim ({r['stream_bits_per_dim']:.4f} without "
-                  f"the {OVERHEAD_BYTES}-byte header{initial}), "
-                  f"{r['images'] / r['seconds']:.1f} images/s")
-        else:
-            r = decompress(args.ckpt, args.file, args.out)
-            print(f"{r['images']} images -> {args.out}, identical to the compressed images "
-                  f"(SHA-256 checked), {r['images'] / max(r['seconds'], math.ulp(1)):.1f} "
-                  "images/s")
-    except GenlabError as err:
-        print(f"\ngenlab: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(lambda: run(args))

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, exit_status
 
 PEAK = 255.0
 # 78.2 dB is one level of error in one pixel of a 32x32 image: a cap above every non-identical
@@ -323,12 +323,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        run(args)
-    except GenlabError as err:
-        print(f"\ngenlab: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, exit_status
 
 log = logging.getLogger("genlab.metrics")
 
@@ -113,13 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        result = run(args)
-    except GenlabError as err:
-        print(f"\ngenlab: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(result))
-    return 0
+    return exit_status(lambda: print(json.dumps(run(args))))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, exit_status
 from genlab.review.report import OK, columns, fmt, write_report
 from genlab.review.runs import Run, better, describe_time, load_runs, sweeps, table_settings
 
@@ -130,12 +130,7 @@ def run(args: argparse.Namespace, console: Console) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)
-    try:
-        run(args, console)
-    except GenlabError as err:
-        print(f"\ngenlab: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(lambda: run(args, console))
 
 
 if __name__ == "__main__":
