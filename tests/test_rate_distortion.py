@@ -13,6 +13,7 @@ from helpers.models import small_vae
 
 from genlab.codec import rate_distortion as rd
 from genlab.files.images import TensorSource
+from genlab.maths.autoregressive import pixel_index
 
 
 def fashion_like(n: int = 16, seed: int = 0) -> np.ndarray:
@@ -57,14 +58,16 @@ def test_identical_images_score_the_stated_cap():
     assert rd.psnr(images, one_level)[0] < rd.PSNR_CAP_DB
 
 
-def test_nearest_uint8_inverts_the_model_range_and_rounds():
+def test_reconstructions_round_to_the_nearest_8_bit_value():
+    """The VAE's reconstructions become 8-bit values by `pixel_index`: the inverse of the model
+    range, rounding to the nearest level."""
     from genlab.data.transforms import to_model_range
 
     u = torch.arange(256, dtype=torch.uint8)
-    assert torch.equal(rd.nearest_uint8(to_model_range(u)), u)
+    assert torch.equal(pixel_index(to_model_range(u)).to(torch.uint8), u)
     step = 2 / 255
     x = to_model_range(torch.tensor([100], dtype=torch.uint8)) + torch.tensor([0.4, 0.6]) * step
-    assert rd.nearest_uint8(x).tolist() == [100, 101]
+    assert pixel_index(x).tolist() == [100, 101]
 
 
 def test_the_mosaic_tiling_round_trips():
@@ -129,7 +132,7 @@ def test_the_vae_point_is_its_mean_kl_and_its_reconstructions():
     mu, logvar = model.posterior_params(images.float() * 2 / 255 - 1)
     expected = rd.kl_rate_bpp(mu, logvar, 1024).mean().item()
     assert sampled.bpp == pytest.approx(expected, rel=1e-5) and mean.bpp == sampled.bpp
-    y = rd.nearest_uint8(model.pixels.mean(model.decoder_params(mu))).numpy()
+    y = pixel_index(model.pixels.mean(model.decoder_params(mu))).to(torch.uint8).numpy()
     assert mean.psnr == pytest.approx(rd.psnr(images.numpy(), y).mean())
     assert sampled.psnr != mean.psnr       # z ~ q is a different reconstruction
 

@@ -10,7 +10,7 @@ coder (`constriction.stream.queue.RangeEncoder`, first in first out) then spends
 
 against the model's -log2 p(x) = -sum_t log2 p(x_t | x_<t): the overhead comes from the
 quantization of p to q, the coder's finite precision and the file's fixed header
-(`genlab.codec.container`, 140 bytes).
+(`genlab.codec.container`).
 
 **Identical probabilities.** Decoding is sequential: x_t is read back only once x_<t is
 known. The encoder therefore runs the very loop the decoder runs (`PixelCNN.choose_sequentially`:
@@ -32,7 +32,7 @@ import constriction
 import numpy as np
 import torch
 
-from genlab.codec.pixels import coder_probabilities, to_uint8, value_indices
+from genlab.codec.pixels import coder_probabilities, value_indices
 from genlab.errors import GenlabError
 from genlab.maths.autoregressive import pixel_index
 from genlab.models.pixelcnn import PixelCNN
@@ -84,7 +84,5 @@ def decode(model: PixelCNN, words: np.ndarray, count: int, batch_size: int = BAT
     parts = []
     for begin in range(0, count, batch_size):
         n = min(batch_size, count - begin)
-        x = model.choose_sequentially(n, choose)
-        parts.append(to_uint8((x > 0).long() if model.head.binary else pixel_index(x),
-                              model.head.binary))
+        parts.append(pixel_index(model.choose_sequentially(n, choose)).to(torch.uint8))
     return torch.cat(parts).cpu()

@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from genlab.errors import GenlabError, exit_status
+from genlab.maths.autoregressive import pixel_index
 
 PEAK = 255.0
 # 78.2 dB is one level of error in one pixel of a 32x32 image: a cap above every non-identical
@@ -64,18 +65,13 @@ def mse(reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
 
 
 def psnr(reference: np.ndarray, decoded: np.ndarray) -> np.ndarray:
-    """PSNR per image in dB, 10 log10(255^2 / MSE), PSNR_CAP_DB for identical images."""
+    """PSNR per image in dB, 10 log10(255^2 / MSE), PSNR_CAP_DB for identical images. (From
+    the MSE reported beside it, in float64: torchmetrics' PSNR, which the tasks use, is off by
+    up to 3e-7 dB and gives inf for identical images.)"""
     error = mse(reference, decoded)
     with np.errstate(divide="ignore"):
         db = 10 * np.log10(PEAK ** 2 / error)
     return np.minimum(db, PSNR_CAP_DB)
-
-
-def nearest_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Model-range values -> the nearest 8-bit value: the grid of `to_model_range` is
-    u * 2/255 - 1, so u = round((x + 1) * 255 / 2), clipped to [0, 255]. (`to_uint8` gives the
-    dequantization bin instead, up to one level off the nearest grid value.)"""
-    return torch.round((x.float() + 1) * (PEAK / 2)).clamp_(0, 255).to(torch.uint8)
 
 
 def tile(images: np.ndarray, columns: int) -> np.ndarray:
@@ -181,7 +177,7 @@ def load_vae(ckpt_path: Path):
 def vae_points(model, images: torch.Tensor, seed: int, batch: int = 500
                ) -> tuple[Point, Point]:
     """The VAE's KL rate with the distortion of the decoder mean at z ~ q(z|x) (seeded) and at
-    z = mu, on uint8 images (N, C, H, W)."""
+    z = mu, rounded to the nearest 8-bit value, on uint8 images (N, C, H, W)."""
     from genlab.data.transforms import to_model_range
     from genlab.maths.vae import reparameterize
 
@@ -193,7 +189,8 @@ def vae_points(model, images: torch.Tensor, seed: int, batch: int = 500
         rates.append(kl_rate_bpp(mu, logvar, pixels))
         z = reparameterize(mu, logvar, generator=generator)
         for z_, out in ((z, sampled), (mu, means)):
-            out.append(nearest_uint8(model.pixels.mean(model.decoder_params(z_))))
+            out.append(pixel_index(model.pixels.mean(model.decoder_params(z_)))
+                       .to(torch.uint8))
     rate = float(torch.cat(rates).mean())
     reference = images.numpy()
     return tuple(Point(label, rate, float(psnr(reference, y).mean()),
