@@ -378,6 +378,19 @@ def test_different_posteriors_at_decoding_are_detected(tmp_path, capsys, monkeyp
     leaves_nothing(tmp_path, "vae.ckpt", "in.npz", "x.glac")
 
 
+def test_a_usage_mistake_is_one_paragraph_and_status_1(tmp_path, capsys):
+    """A value argparse cannot parse, a missing argument: one paragraph naming the option and
+    --help, exit status 1 (not argparse's usage block and status 2)."""
+    for args, phrase in ((["compress", "c", "i", "o", "--latent-bits", "abc"],
+                          "argument --latent-bits: invalid int value: 'abc'"),
+                         (["decompress", "c"], "the following arguments are required")):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 1 and err.startswith("genlab: ") and "\n" not in err
+        assert phrase in err and "--help" in err
+
+
 def test_a_bernoulli_vae_refuses_8_bit_images_and_bad_latent_bits(tmp_path, capsys):
     ckpt = save_checkpoint(tmp_path / "vae.ckpt", small_vae(likelihood="bernoulli"),
                            dict(VAE_NODE, likelihood="bernoulli"))
@@ -387,4 +400,6 @@ def test_a_bernoulli_vae_refuses_8_bit_images_and_bad_latent_bits(tmp_path, caps
     binary = save_images(tmp_path / "bin.npz", vae_images(binary=True))
     refused(capsys, ["compress", ckpt, binary, tmp_path / "x.glac", "--latent-bits", "30"],
             "--latent-bits=30", "2 to 20")
+    refused(capsys, ["compress", ckpt, source, tmp_path / "x.glac", "--latent-bits", "1"],
+            "--latent-bits=1")  # checked before the images are read
     leaves_nothing(tmp_path, "vae.ckpt", "in.npz", "bin.npz")

@@ -169,6 +169,18 @@ def test_a_directory_without_checkpoints_is_refused(tmp_path, capsys):
     assert "No checkpoints/last.ckpt" in err and "multirun" in err
 
 
+def test_bad_arguments_are_one_paragraph_and_status_1(tmp_path, capsys):
+    """A non-positive --num (checked before any checkpoint is read) and a value argparse cannot
+    parse: one paragraph on stderr, exit status 1, no plot."""
+    assert rd.main([str(tmp_path), "--num", "0", "--out", str(tmp_path / "rd.png")]) == 1
+    assert "--num=0: give a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        rd.main([str(tmp_path), "--num", "x"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and "\n" not in err and "invalid int value: 'x'" in err
+    assert not (tmp_path / "rd.png").exists()
+
+
 # -- the named multirun --------------------------------------------------------------------------
 def test_the_named_multirun_composes_with_the_beta_grid():
     from hydra import compose, initialize_config_dir

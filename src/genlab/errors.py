@@ -6,12 +6,23 @@ and what to do about it. The entry points print it without a traceback.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Iterable
 
 
 class GenlabError(Exception):
     """An error caused by input or configuration that the user can fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for genlab's command-line tools: a usage mistake (an unknown option, a value
+    of the wrong type, a missing argument) is one paragraph and exit status 1, as every other
+    mistake a user can fix, instead of argparse's usage block and status 2."""
+
+    def error(self, message: str):
+        print(f"\ngenlab: {self.prog}: {message}. See {self.prog} --help.", file=sys.stderr)
+        sys.exit(1)
 
 
 def exit_status(work: Callable[[], object]) -> int:

@@ -54,16 +54,20 @@ BATCH_SIZE = 1      # images per chain step: the initial bits grow with it, the 
 LATENT_BITS = 12    # P: 2^P bins of equal prior mass per latent dimension
 
 
+def check_latent_bits(bits: int) -> None:
+    """A GenlabError unless 2 <= bits <= 20 (constriction's uniform prior holds < 2^24 bins)."""
+    if not 2 <= bits <= 20:
+        raise GenlabError(f"--latent-bits={bits}: give 2 to 20 bits per latent dimension (12, "
+                          "the default, gives bins much narrower than a typical posterior).")
+
+
 class LatentBins:
     """The K = 2^P bins of equal mass under N(0, 1): edges Phi^-1(j / K), j = 0..K (float64,
     -inf and +inf at the ends) and the latent each bin decodes to, Phi^-1((j + 1/2) / K);
     grouped 2^b to a coarse bin (module docstring)."""
 
     def __init__(self, bits: int):
-        if not 2 <= bits <= 20:
-            raise GenlabError(f"--latent-bits={bits}: give 2 to 20 bits per latent dimension "
-                              "(12, the default, gives bins much narrower than a typical "
-                              "posterior).")
+        check_latent_bits(bits)
         self.bits, self.count = bits, 1 << bits
         self.fine_bits = bits - bits // 2
         grid = torch.arange(self.count + 1, dtype=torch.float64) / self.count

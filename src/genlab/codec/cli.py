@@ -30,7 +30,7 @@ import torch
 from genlab.codec import autoregressive, bitsback
 from genlab.codec.container import OVERHEAD_BYTES, Container, sha256_of_file, sha256_of_pixels
 from genlab.data.transforms import binarize
-from genlab.errors import GenlabError, exit_status
+from genlab.errors import ArgumentParser, GenlabError, exit_status
 from genlab.files.atomic import atomic_write
 
 
@@ -82,6 +82,8 @@ def compress(ckpt_path: str, images_spec: str, out: str, batch_size: int | None 
         raise GenlabError(f"--latent-bits applies to bits-back coding with a VAE; CKPT="
                           f"{ckpt_path} is a PixelCNN, coded autoregressively without latents. "
                           "Leave --latent-bits out.")
+    if coder == "bits-back" and latent_bits is not None:
+        bitsback.check_latent_bits(latent_bits)  # before the images are read
     images = read_images(images_spec)
     if binarize_seed is not None:
         images = binarize(images, torch.Generator().manual_seed(binarize_seed))
@@ -143,7 +145,7 @@ def decompress(ckpt_path: str, file: str, out: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genlab-codec", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="genlab-codec", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compress", help="code uint8 images into a file")
     c.add_argument("ckpt", help="a PixelCNN or VAE checkpoint written by train.py")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genlab.errors import GenlabError, exit_status
+from genlab.errors import ArgumentParser, GenlabError, exit_status
 from genlab.maths.autoregressive import pixel_index
 
 PEAK = 255.0
@@ -284,7 +284,7 @@ def plot(vaes: list[tuple[float, Point, Point]], sweeps: dict[str, list[Point]],
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m genlab.codec.rate_distortion",
+    p = ArgumentParser(prog="python -m genlab.codec.rate_distortion",
                                 description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", help="a multirun directory of VAE jobs, or run directories")
     p.add_argument("--num", type=int, default=10_000, help="test images (default 10,000: all)")
@@ -297,6 +297,9 @@ def run(args: argparse.Namespace) -> None:
     """Measure every checkpoint and the codecs on the same test images; print, plot."""
     from genlab.metrics.sources import open_images
 
+    if args.num < 1:
+        raise GenlabError(f"--num={args.num}: give a positive number of test images (default "
+                          "10,000: all of them).")
     models = [load_vae(path) for path in find_checkpoints(args.runs)]
     data = models[0][1]["data"]["name"]
     images = next(open_images(f"{data}:test").batches(args.num))

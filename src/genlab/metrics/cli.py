@@ -20,13 +20,13 @@ import time
 
 import torch
 
-from genlab.errors import GenlabError, exit_status
+from genlab.errors import ArgumentParser, GenlabError, exit_status
 
 log = logging.getLogger("genlab.metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="genlab-fid",
         description="FID, KID, precision/recall (and IS) between two image sets, as one JSON "
                     "object on stdout.",

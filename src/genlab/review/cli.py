@@ -24,13 +24,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from genlab.errors import GenlabError, exit_status
+from genlab.errors import ArgumentParser, GenlabError, exit_status
 from genlab.review.report import OK, columns, fmt, write_report
 from genlab.review.runs import Run, better, describe_time, load_runs, sweeps, table_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="genlab-review", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Open the report in a browser (file://...); README: Reviewing runs.")
