@@ -111,11 +111,11 @@ def test_psnr_at_rate_interpolates_linearly_in_bpp_and_never_extrapolates():
 
 
 # -- the VAE and the command ---------------------------------------------------------------------
-def save_checkpoint(path, model: torch.nn.Module, node: dict):
+def save_checkpoint(path, model: torch.nn.Module, node: dict, data: str = "fashion_mnist"):
     """A checkpoint as train.py writes it, as far as the measurement reads one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"genlab_config": {"model": node, "data": {"_target_": "genlab.data.ImageDataModule",
-                                                          "name": "fashion_mnist"}},
+                                                          "name": data}},
                 "state_dict": model.state_dict()}, path)
     return path
 
@@ -167,6 +167,17 @@ def test_a_directory_without_checkpoints_is_refused(tmp_path, capsys):
     assert rd.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "No checkpoints/last.ckpt" in err and "multirun" in err
+
+
+def test_runs_of_different_datasets_are_refused(tmp_path, capsys):
+    """An MNIST VAE among Fashion-MNIST ones would be measured on Fashion-MNIST test images."""
+    for job, data in (("0", "fashion_mnist"), ("1", "mnist")):
+        save_checkpoint(tmp_path / "multirun" / job / "checkpoints" / "last.ckpt",
+                        small_vae(likelihood="gaussian"), VAE_NODE, data)
+    assert rd.main([str(tmp_path / "multirun"), "--out", str(tmp_path / "rd.png")]) == 1
+    err = capsys.readouterr().err
+    assert "different datasets" in err and "1/checkpoints/last.ckpt: mnist" in err
+    assert not (tmp_path / "rd.png").exists()
 
 
 def test_bad_arguments_are_one_paragraph_and_status_1(tmp_path, capsys):

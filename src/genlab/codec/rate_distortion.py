@@ -300,7 +300,15 @@ def run(args: argparse.Namespace) -> None:
     if args.num < 1:
         raise GenlabError(f"--num={args.num}: give a positive number of test images (default "
                           "10,000: all of them).")
-    models = [load_vae(path) for path in find_checkpoints(args.runs)]
+    paths = find_checkpoints(args.runs)
+    models = [load_vae(path) for path in paths]
+    trained_on = {str(path): config["data"]["name"] for path, (_, config) in zip(paths, models,
+                                                                                 strict=True)}
+    if len(set(trained_on.values())) > 1:
+        raise GenlabError("The checkpoints were trained on different datasets ("
+                          + ", ".join(f"{p}: {d}" for p, d in trained_on.items()) + "); one "
+                          "curve measures VAEs of one dataset on its test images. Give the runs "
+                          "of one dataset.")
     data = models[0][1]["data"]["name"]
     images = next(open_images(f"{data}:test").batches(args.num))
     if images.shape[1] != 1:
