@@ -302,15 +302,17 @@ def run(args: argparse.Namespace) -> None:
                           "10,000: all of them).")
     paths = find_checkpoints(args.runs)
     models = [load_vae(path) for path in paths]
-    trained_on = {str(path): config["data"]["name"] for path, (_, config) in zip(paths, models,
-                                                                                 strict=True)}
+    trained_on = {str(path): " ".join(str(config["data"][key]) for key in ("name", "path")
+                                      if config["data"].get(key))
+                  for path, (_, config) in zip(paths, models, strict=True)}
     if len(set(trained_on.values())) > 1:
         raise GenlabError("The checkpoints were trained on different datasets ("
                           + ", ".join(f"{p}: {d}" for p, d in trained_on.items()) + "); one "
                           "curve measures VAEs of one dataset on its test images. Give the runs "
                           "of one dataset.")
     data = models[0][1]["data"]["name"]
-    images = next(open_images(f"{data}:test").batches(args.num))
+    folder = {"path": models[0][1]["data"]["path"]} if data == "image_folder" else {}
+    images = next(open_images(f"{data}:test", **folder).batches(args.num))
     if images.shape[1] != 1:
         raise GenlabError(f"{data} has {images.shape[1]} channels; the JPEG / WebP comparison "
                           "here codes grey images. Measure VAEs of a grey dataset (fashion_mnist, "
